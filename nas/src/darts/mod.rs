@@ -1,0 +1,1 @@
+//! DARTS: search supernet, evaluation network and search method.

@@ -1,0 +1,10 @@
+//! nasflow-nas: search spaces, genotypes, networks, data sets and search
+//! methods. It knows nothing of YAML, pipelines or caching: the stage ops in
+//! the `nasflow` crate call into it with plain config structs and folders.
+
+pub mod data;
+pub mod darts;
+pub mod genotype;
+pub mod rng;
+pub mod train;
+pub mod visualize;

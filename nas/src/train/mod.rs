@@ -1,0 +1,1 @@
+//! Training utilities: optimisers with PyTorch semantics, schedules, clipping, checkpoints.

@@ -1,0 +1,1 @@
+//! Cell drawings (DOT and SVG) as DARTS visualize.py draws them.
