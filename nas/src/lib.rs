@@ -5,6 +5,7 @@
 pub mod data;
 pub mod darts;
 pub mod genotype;
+pub mod params;
 pub mod rng;
 pub mod train;
 pub mod visualize;
