@@ -1,1 +1,3 @@
 //! DARTS: search supernet, evaluation network and search method.
+pub mod architect;
+pub mod search;
