@@ -1,0 +1,36 @@
+use candle_core::{bail, Result, Tensor};
+
+use crate::reference;
+
+/// Depthwise conv2d (groups = C), NCHW f32. `w` is `[C, 1, k, k]`.
+pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, dilation: usize) -> Result<Tensor> {
+    let (_, c, _, _) = x.dims4()?;
+    let (cw, one, kh, kw) = w.dims4()?;
+    if cw != c || one != 1 || kh != kw {
+        bail!("depthwise_conv2d: weight {:?} does not fit input {:?}", w.dims(), x.dims());
+    }
+    if x.device().is_cpu() {
+        crate::kernels::depthwise::depthwise_conv2d(x, w, stride, padding, dilation)
+    } else {
+        reference::depthwise_conv2d(x, w, stride, padding, dilation)
+    }
+}
+
+/// Dense conv2d without bias, NCHW f32, `w` is `[C_out, C_in, kh, kw]`.
+///
+/// 1x1 convs without padding run as a subsample (for stride > 1) followed by one matmul; any
+/// other kernel goes to candle's conv2d, with the stride-2 backward bug of candle avoided (see
+/// [`reference::conv2d_candle`]).
+pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    let (_, cin, _, _) = x.dims4()?;
+    let (_, wcin, kh, kw) = w.dims4()?;
+    if wcin != cin {
+        bail!("conv2d: weight {:?} does not fit input {:?}", w.dims(), x.dims());
+    }
+    if kh == 1 && kw == 1 && padding == 0 {
+        let xs = crate::kernels::subsample(x, stride)?;
+        reference::conv1x1(&xs, w, 1)
+    } else {
+        reference::conv2d_candle(x, w, stride, padding)
+    }
+}
