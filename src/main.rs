@@ -1,1 +1,4 @@
-fn main() {}
+fn main() {
+    nasflow::tune_allocator();
+    std::process::exit(nasflow::cli::main());
+}
