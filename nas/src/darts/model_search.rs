@@ -1,0 +1,355 @@
+//! The DARTS search supernet (DARTS `model_search.py`): every edge of a cell is
+//! a MixedOp, the weighted sum of all candidate ops, and the mixing weights
+//! come from outside (softmax(alpha) for DARTS, Gumbel samples for SNAS), so
+//! one network serves every gradient-based search method.
+//!
+//! Also home of the pieces the evaluation network (`model.rs`) shares with
+//! the supernet: stem, cell preprocessing, global-pool classifier.
+
+use candle_core::{bail, Result, Tensor, D};
+use candle_nn::{Linear, Module, ModuleT, VarBuilder};
+use nasflow_ops::{conv2d, BatchNorm, FactorizedReduce, Op, Primitive, ReLUConvBN};
+
+/// Shape of the supernet. DARTS search on CIFAR-10: C=16, L=8, 4/4/3.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SearchNetConfig {
+    pub in_channels: usize,
+    pub num_classes: usize,
+    pub init_channels: usize,
+    pub layers: usize,
+    /// Intermediate nodes per cell (4 in DARTS).
+    pub steps: usize,
+    /// How many of the last nodes are concatenated into the cell output (4).
+    pub multiplier: usize,
+    /// Stem output channels = stem_multiplier * init_channels (3).
+    pub stem_multiplier: usize,
+}
+
+/// Cells at depth L/3 and 2L/3 halve the resolution and double the channels.
+pub fn is_reduction(layer: usize, layers: usize) -> bool {
+    layer == layers / 3 || layer == 2 * layers / 3
+}
+
+/// Number of edges of a cell with `steps` intermediate nodes: node i has
+/// i+2 predecessors (the two cell inputs and the earlier nodes).
+pub fn edges_for_steps(steps: usize) -> usize {
+    (0..steps).map(|i| i + 2).sum()
+}
+
+// ---------------------------------------------------------------- shared parts
+
+/// conv3x3(in -> out, pad 1, no bias) + BN(affine): the first layer of both nets.
+pub(crate) struct Stem {
+    weight: Tensor,
+    bn: BatchNorm,
+}
+
+impl Stem {
+    pub(crate) fn new(c_in: usize, c_out: usize, vb: VarBuilder) -> Result<Self> {
+        let weight = vb.pp("conv").get_with_hints(
+            (c_out, c_in, 3, 3),
+            "weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        )?;
+        let bn = BatchNorm::new(c_out, true, vb.pp("bn"))?;
+        Ok(Self { weight, bn })
+    }
+
+    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        self.bn.forward_t(&conv2d(x, &self.weight, 1, 1)?, train)
+    }
+}
+
+/// How a cell brings its older input c_{k-2} to its own channel count: after
+/// a reduction cell c_{k-2} has twice the resolution of c_{k-1}, so it is
+/// factorized-reduced; otherwise a 1x1 ReLUConvBN suffices.
+pub(crate) enum Preprocess {
+    Reduce(FactorizedReduce),
+    Conv(ReLUConvBN),
+}
+
+impl Preprocess {
+    pub(crate) fn new(
+        c_in: usize,
+        c_out: usize,
+        reduction_prev: bool,
+        affine: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        Ok(if reduction_prev {
+            Self::Reduce(FactorizedReduce::new(c_in, c_out, affine, vb)?)
+        } else {
+            Self::Conv(ReLUConvBN::new(c_in, c_out, 1, 1, 0, affine, vb)?)
+        })
+    }
+
+    pub(crate) fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        match self {
+            Self::Reduce(m) => m.forward_t(x, train),
+            Self::Conv(m) => m.forward_t(x, train),
+        }
+    }
+}
+
+/// Global average pool over H and W, then a linear layer: [B,C,H,W] -> [B,K].
+pub(crate) struct Classifier {
+    linear: Linear,
+}
+
+impl Classifier {
+    pub(crate) fn new(c_in: usize, num_classes: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(Self { linear: candle_nn::linear(c_in, num_classes, vb)? })
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let pooled = x.mean(D::Minus1)?.mean(D::Minus1)?;
+        self.linear.forward(&pooled)
+    }
+}
+
+// ---------------------------------------------------------------- supernet
+
+/// One candidate op of a MixedOp, with the BN(affine=false) DARTS puts after
+/// pools at search time (pool outputs are not normalised otherwise, and would
+/// dominate the weighted sum).
+struct Candidate {
+    /// Column of this op in the mixing-weight matrix.
+    column: usize,
+    op: Op,
+    pool_bn: Option<BatchNorm>,
+}
+
+/// sum_k w_k * op_k(x) over the candidate ops of one edge. The `none` op is
+/// not built: its output is zero, so leaving it out changes neither the value
+/// nor any gradient (its weight still gets its zero gradient via the softmax).
+struct MixedOp {
+    candidates: Vec<Candidate>,
+}
+
+impl MixedOp {
+    fn new(primitives: &[Primitive], c: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+        let mut candidates = Vec::new();
+        for (column, &p) in primitives.iter().enumerate() {
+            if p == Primitive::None {
+                continue;
+            }
+            // Var names use the op name, so they do not depend on column order.
+            let vb_op = vb.pp(p.name());
+            let op = Op::new(p, c, stride, false, vb_op.clone())?;
+            let pool_bn = match p {
+                Primitive::MaxPool3x3 | Primitive::AvgPool3x3 => {
+                    Some(BatchNorm::new(c, false, vb_op.pp("bn"))?)
+                }
+                _ => None,
+            };
+            candidates.push(Candidate { column, op, pool_bn });
+        }
+        Ok(Self { candidates })
+    }
+
+    /// `w` is this edge's row of mixing weights, shape [num_primitives].
+    fn forward_t(&self, x: &Tensor, w: &Tensor, train: bool) -> Result<Tensor> {
+        let mut sum: Option<Tensor> = None;
+        for cand in &self.candidates {
+            let mut y = cand.op.forward_t(x, train)?;
+            if let Some(bn) = &cand.pool_bn {
+                y = bn.forward_t(&y, train)?;
+            }
+            let term = y.broadcast_mul(&w.get(cand.column)?)?;
+            sum = Some(match sum {
+                None => term,
+                Some(s) => (s + term)?,
+            });
+        }
+        match sum {
+            Some(s) => Ok(s),
+            // Unreachable: SearchNetwork::new rejects primitive lists without a real op.
+            None => bail!("MixedOp has no candidate op besides `none`"),
+        }
+    }
+}
+
+/// A search cell: two preprocessed inputs, `steps` nodes each summing a
+/// MixedOp over every earlier state, output = concat of the last
+/// `multiplier` nodes.
+struct SearchCell {
+    reduction: bool,
+    pre0: Preprocess,
+    pre1: Preprocess,
+    /// In DARTS edge order: node 0's edges (from h0, h1), node 1's (h0, h1, n0), ...
+    edges: Vec<MixedOp>,
+    steps: usize,
+    multiplier: usize,
+}
+
+impl SearchCell {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        primitives: &[Primitive],
+        steps: usize,
+        multiplier: usize,
+        c_pp: usize,
+        c_p: usize,
+        c: usize,
+        reduction: bool,
+        reduction_prev: bool,
+        vb: VarBuilder,
+    ) -> Result<Self> {
+        let pre0 = Preprocess::new(c_pp, c, reduction_prev, false, vb.pp("preprocess0"))?;
+        let pre1 = Preprocess::new(c_p, c, false, false, vb.pp("preprocess1"))?;
+        let mut edges = Vec::new();
+        for i in 0..steps {
+            for j in 0..i + 2 {
+                // Only edges leaving the cell inputs change resolution.
+                let stride = if reduction && j < 2 { 2 } else { 1 };
+                let e = edges.len();
+                edges.push(MixedOp::new(primitives, c, stride, vb.pp(format!("edges.{e}")))?);
+            }
+        }
+        Ok(Self { reduction, pre0, pre1, edges, steps, multiplier })
+    }
+
+    fn forward_t(&self, s0: &Tensor, s1: &Tensor, weights: &Tensor, train: bool) -> Result<Tensor> {
+        let mut states = vec![self.pre0.forward_t(s0, train)?, self.pre1.forward_t(s1, train)?];
+        let mut edge = 0;
+        for _ in 0..self.steps {
+            let mut node: Option<Tensor> = None;
+            for state in &states {
+                let y = self.edges[edge].forward_t(state, &weights.get(edge)?, train)?;
+                node = Some(match node {
+                    None => y,
+                    Some(n) => (n + y)?,
+                });
+                edge += 1;
+            }
+            // Every node has at least two predecessors, so `node` is set.
+            match node {
+                Some(n) => states.push(n),
+                None => bail!("search cell node without predecessors"),
+            }
+        }
+        Tensor::cat(&states[states.len() - self.multiplier..], 1)
+    }
+}
+
+/// The DARTS supernet: stem, `layers` search cells (reductions at L/3 and
+/// 2L/3), global average pool and linear classifier. Normal cells share one
+/// mixing-weight matrix and reduction cells the other; conv weights are not
+/// shared.
+pub struct SearchNetwork {
+    stem: Stem,
+    cells: Vec<SearchCell>,
+    classifier: Classifier,
+    num_edges: usize,
+    num_primitives: usize,
+}
+
+impl SearchNetwork {
+    /// Var names: `stem.{conv,bn}`, `cells.{i}.preprocess{0,1}`,
+    /// `cells.{i}.edges.{e}.{op name}[.bn]`, `classifier`.
+    pub fn new(cfg: &SearchNetConfig, primitives: &[Primitive], vb: VarBuilder) -> Result<Self> {
+        validate(cfg, primitives)?;
+        let c_stem = cfg.stem_multiplier * cfg.init_channels;
+        let stem = Stem::new(cfg.in_channels, c_stem, vb.pp("stem"))?;
+        let (mut c_pp, mut c_p, mut c) = (c_stem, c_stem, cfg.init_channels);
+        let mut reduction_prev = false;
+        let mut cells = Vec::with_capacity(cfg.layers);
+        for i in 0..cfg.layers {
+            let reduction = is_reduction(i, cfg.layers);
+            if reduction {
+                c *= 2;
+            }
+            cells.push(SearchCell::new(
+                primitives,
+                cfg.steps,
+                cfg.multiplier,
+                c_pp,
+                c_p,
+                c,
+                reduction,
+                reduction_prev,
+                vb.pp(format!("cells.{i}")),
+            )?);
+            (c_pp, c_p) = (c_p, cfg.multiplier * c);
+            reduction_prev = reduction;
+        }
+        let classifier = Classifier::new(c_p, cfg.num_classes, vb.pp("classifier"))?;
+        Ok(Self {
+            stem,
+            cells,
+            classifier,
+            num_edges: edges_for_steps(cfg.steps),
+            num_primitives: primitives.len(),
+        })
+    }
+
+    /// Edges per cell = rows of each mixing-weight matrix (14 for 4 steps).
+    pub fn num_edges(&self) -> usize {
+        self.num_edges
+    }
+
+    /// weights_*: mixing weights [num_edges, primitives.len()] — softmax(alpha)
+    /// for DARTS, Gumbel samples for SNAS. Returns logits [B, num_classes].
+    pub fn forward_t(
+        &self,
+        x: &Tensor,
+        weights_normal: &Tensor,
+        weights_reduce: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        let expected = (self.num_edges, self.num_primitives);
+        for (which, w) in [("weights_normal", weights_normal), ("weights_reduce", weights_reduce)] {
+            if w.dims() != [expected.0, expected.1] {
+                bail!(
+                    "SearchNetwork::forward_t: {which} has shape {:?}, expected [{}, {}] \
+                     (edges per cell x candidate ops)",
+                    w.dims(),
+                    expected.0,
+                    expected.1
+                );
+            }
+        }
+        let stem = self.stem.forward_t(x, train)?;
+        let (mut s0, mut s1) = (stem.clone(), stem);
+        for cell in &self.cells {
+            let w = if cell.reduction { weights_reduce } else { weights_normal };
+            let out = cell.forward_t(&s0, &s1, w, train)?;
+            (s0, s1) = (s1, out);
+        }
+        self.classifier.forward(&s1)
+    }
+}
+
+fn validate(cfg: &SearchNetConfig, primitives: &[Primitive]) -> Result<()> {
+    let fields = [
+        ("in_channels", cfg.in_channels),
+        ("num_classes", cfg.num_classes),
+        ("init_channels", cfg.init_channels),
+        ("layers", cfg.layers),
+        ("steps", cfg.steps),
+        ("multiplier", cfg.multiplier),
+        ("stem_multiplier", cfg.stem_multiplier),
+    ];
+    for (name, value) in fields {
+        if value == 0 {
+            bail!("search network config: {name} must be at least 1");
+        }
+    }
+    if cfg.multiplier > cfg.steps {
+        bail!(
+            "search network config: multiplier ({}) cannot exceed steps ({}): \
+             the cell output concatenates the last `multiplier` nodes",
+            cfg.multiplier,
+            cfg.steps
+        );
+    }
+    if !primitives.iter().any(|&p| p != Primitive::None) {
+        bail!("search network: the candidate op list needs at least one op other than `none`");
+    }
+    for (i, p) in primitives.iter().enumerate() {
+        if primitives[..i].contains(p) {
+            bail!("search network: candidate op `{}` is listed twice", p.name());
+        }
+    }
+    Ok(())
+}
