@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use crate::darts::architect::{self, Batch, NetVars};
 use crate::darts::model_search::{SearchNetConfig, SearchNetwork};
 use crate::data::{batches, random_batch, search_split, Augment, DataSplits, Dataset};
-use crate::genotype::{derive_darts, Genotype};
+use crate::genotype::{try_derive_darts, Genotype};
 use crate::rng::{rng_for, Rng};
 use crate::train::checkpoint::{restore_varmap, save_safetensors_atomic, snapshot_varmap, Checkpoint};
 use crate::train::metrics::{ensure_finite, scalar, top1_percent, Meter};
@@ -260,7 +260,7 @@ impl ArchMethod for Darts {
 
     fn genotype(&self) -> Result<Genotype> {
         let (n, r) = self.probabilities()?;
-        Ok(derive_darts(&n, &r, &self.primitives, self.steps))
+        try_derive_darts(&n, &r, &self.primitives, self.steps)
     }
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
