@@ -264,7 +264,8 @@ fn run_json(path: &Path, i: &RunInfo) -> serde_json::Value {
     let (ran, reused, failed) = i.counts();
     let mut v = serde_json::to_value(i).unwrap_or(json!({}));
     if let Some(o) = v.as_object_mut() {
-        o.insert("path".into(), json!(path.display().to_string()));
+        let abs = std::fs::canonicalize(path).unwrap_or(path.to_path_buf());
+        o.insert("path".into(), json!(abs.display().to_string()));
         o.insert("counts".into(), json!({"ran": ran, "reused": reused, "failed": failed}));
     }
     v

@@ -54,6 +54,10 @@ impl ParamType {
             ParamType::StrList => match v {
                 Json::Array(a) if a.iter().all(Json::is_string) => Ok(v.clone()),
                 Json::String(_) => Ok(Json::Array(vec![v.clone()])),
+                Json::Array(a) => {
+                    let odd = a.iter().find(|x| !x.is_string()).map(json_kind).unwrap_or("a value");
+                    Err(format!("expected a list of strings, but it holds {odd} (YAML reads y, n, yes, no, on, off and numbers as non-strings: quote it)"))
+                }
                 _ => bad(),
             },
             ParamType::Any => Ok(v.clone()),

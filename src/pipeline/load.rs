@@ -472,7 +472,7 @@ fn split_overrides(overrides: &[String]) -> Result<(Vec<(String, Json)>, Vec<Ove
 
 fn apply_stage_overrides(l: &Loader, stages: &mut [Stage], ovs: Vec<Override>) -> Result<(), Diag> {
     for (st, key, value) in ovs {
-        let text = format!("{st}.{key}={value}");
+        let text = format!("{st}.{key}={}", value.as_str().map(String::from).unwrap_or(value.to_string()));
         let names: Vec<String> = stages.iter().map(|s| s.name.clone()).collect();
         let Some(stage) = stages.iter_mut().find(|s| s.name == st) else {
             let hint = did_you_mean(&st, names.iter().map(String::as_str)).unwrap_or_else(|| format!("stages: {}", names.join(", ")));

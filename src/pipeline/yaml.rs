@@ -169,6 +169,8 @@ pub fn parse(text: &str) -> Result<Node, (Loc, String)> {
             }
             _ => first,
         };
+        // Drop the parser's advice about its own options: it is not the user's.
+        let msg = msg.split(", set DuplicateKeyPolicy").next().unwrap_or(&msg).to_string();
         (loc, msg)
     })
 }
