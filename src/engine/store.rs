@@ -134,6 +134,8 @@ impl Store {
         let check = |p: &Path, digest: &str| -> Result<()> {
             let got = hash_file(p).with_context(|| format!("store object {digest} is missing"))?;
             if got != digest {
+                // A corrupt object is garbage: remove it so a recompute can store the good bytes.
+                let _ = std::fs::remove_file(p);
                 bail!("store object {} is corrupt (its content hashes to {})", p.display(), got);
             }
             Ok(())
