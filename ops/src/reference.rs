@@ -46,7 +46,7 @@ pub fn pad_const(x: &Tensor, p: usize, value: f32) -> Result<Tensor> {
 /// Depthwise conv with candle's grouped conv2d (groups = C).
 pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, dilation: usize) -> Result<Tensor> {
     let c = x.dim(1)?;
-    x.conv2d(w, padding, stride, dilation, c)
+    conv2d_candle_ext(x, w, stride, padding, dilation, c)
 }
 
 fn window_reduce(xp: &Tensor, kernel: usize, stride: usize, max: bool) -> Result<Tensor> {
@@ -122,17 +122,22 @@ pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize, coun
 /// H and W leave different remainders (candle computes output_padding from H only): the dimension
 /// with the smaller remainder gets extra zero rows/cols at its end, which changes no output.
 pub fn conv2d_candle(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
+    conv2d_candle_ext(x, w, stride, padding, 1, 1)
+}
+
+/// [`conv2d_candle`] with dilation and groups.
+pub fn conv2d_candle_ext(x: &Tensor, w: &Tensor, stride: usize, padding: usize, dilation: usize, groups: usize) -> Result<Tensor> {
     let (_, _, h, wd) = x.dims4()?;
     let (_, _, kh, kw) = w.dims4()?;
     if stride > 1 {
-        let rh = (h + 2 * padding - kh) % stride;
-        let rw = (wd + 2 * padding - kw) % stride;
+        let rh = (h + 2 * padding - dilation * (kh - 1) - 1) % stride;
+        let rw = (wd + 2 * padding - dilation * (kw - 1) - 1) % stride;
         if rh != rw {
             let x = if rh < rw { x.pad_with_zeros(2, 0, rw - rh)? } else { x.pad_with_zeros(3, 0, rh - rw)? };
-            return x.conv2d(w, padding, stride, 1, 1);
+            return x.conv2d(w, padding, stride, dilation, groups);
         }
     }
-    x.conv2d(w, padding, stride, 1, 1)
+    x.conv2d(w, padding, stride, dilation, groups)
 }
 
 /// 1x1 conv (no padding) as subsample + one batched matmul.

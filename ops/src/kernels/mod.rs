@@ -1,28 +1,28 @@
 pub mod bn;
+pub mod common;
 pub mod depthwise;
+pub mod pool;
 
 use candle_core::{Result, Tensor};
 
-use crate::reference;
-
-/// x[:, :, ::stride, ::stride] for NCHW (differentiable).
+/// x[:, :, ::stride, ::stride] for NCHW (differentiable); output size ceil(H/stride).
 pub fn subsample(x: &Tensor, stride: usize) -> Result<Tensor> {
-    reference::subsample(x, stride)
+    pool::subsample2(x, stride, stride)
+}
+
+/// x[:, :, ::sh, ::sw] for NCHW (differentiable).
+pub fn subsample2(x: &Tensor, sh: usize, sw: usize) -> Result<Tensor> {
+    pool::subsample2(x, sh, sw)
 }
 
 /// 2D max pooling, NCHW, padding value -inf; the gradient goes to the first maximum of each
 /// window in row-major order, like PyTorch.
 pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> Result<Tensor> {
-    reference::max_pool2d(x, kernel, stride, padding)
+    pool::max_pool2d(x, kernel, stride, padding)
 }
 
 /// 2D average pooling, NCHW, zero padding; with `count_include_pad == false` the divisor is the
 /// number of non-pad cells in the window.
 pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize, count_include_pad: bool) -> Result<Tensor> {
-    reference::avg_pool2d(x, kernel, stride, padding, count_include_pad)
-}
-
-/// x[:, :, ::sh, ::sw] for NCHW (differentiable).
-pub fn subsample2(x: &Tensor, sh: usize, sw: usize) -> Result<Tensor> {
-    reference::subsample_dim(&reference::subsample_dim(x, 2, sh)?, 3, sw)
+    pool::avg_pool2d(x, kernel, stride, padding, count_include_pad)
 }
