@@ -15,7 +15,10 @@ fn is_running_stat(name: &str) -> bool {
 pub fn trainable_vars(varmap: &VarMap) -> Vec<(String, Var)> {
     // A poisoned lock only means another thread panicked mid-insert; the map
     // itself is still a valid HashMap, so read it anyway.
-    let data = varmap.data().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let data = varmap
+        .data()
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut vars: Vec<(String, Var)> = data
         .iter()
         .filter(|(name, _)| !is_running_stat(name))

@@ -15,12 +15,20 @@ fn darts_cell(entries: &[(&str, usize)]) -> Cell {
     Cell {
         nodes: entries
             .chunks(2)
-            .map(|pair| pair.iter().map(|&(op, input)| Edge { op: op.into(), input }).collect())
+            .map(|pair| {
+                pair.iter()
+                    .map(|&(op, input)| Edge {
+                        op: op.into(),
+                        input,
+                    })
+                    .collect()
+            })
             .collect(),
         concat: vec![2, 3, 4, 5],
     }
 }
 
+#[rustfmt::skip]
 fn darts_v2() -> Genotype {
     Genotype {
         normal: darts_cell(&[
@@ -34,6 +42,7 @@ fn darts_v2() -> Genotype {
     }
 }
 
+#[rustfmt::skip]
 fn darts_v1() -> Genotype {
     Genotype {
         normal: darts_cell(&[
@@ -132,14 +141,20 @@ fn supernet_c16_l8_matches_darts_param_size() {
     assert_eq!(net.num_edges(), 14);
 
     let counted = count_params(&varmap, None);
-    assert_eq!(counted, 1_930_618, "DARTS logs param size 1.930618 M for this supernet");
+    assert_eq!(
+        counted, 1_930_618,
+        "DARTS logs param size 1.930618 M for this supernet"
+    );
 
     let formula = closed_form(3, 10, 16, 8, 0, |c, reduction| {
         (0..4)
             .flat_map(|i| 0..i + 2)
             .map(|j| {
                 let stride = if reduction && j < 2 { 2 } else { 1 };
-                Primitive::DARTS.iter().map(|p| op_params(p.name(), c, stride, 0)).sum::<usize>()
+                Primitive::DARTS
+                    .iter()
+                    .map(|p| op_params(p.name(), c, stride, 0))
+                    .sum::<usize>()
             })
             .sum()
     });
@@ -150,7 +165,10 @@ fn supernet_c16_l8_matches_darts_param_size() {
 fn darts_v2_eval_net_matches_paper_count() {
     let varmap = build_eval(&cifar_eval(true), &darts_v2());
     let without_aux = count_params(&varmap, Some("auxiliary"));
-    assert_eq!(without_aux, 3_349_342, "DARTS_V2 at C=36, L=20 has 3.349342 M params");
+    assert_eq!(
+        without_aux, 3_349_342,
+        "DARTS_V2 at C=36, L=20 has 3.349342 M params"
+    );
     assert_eq!(without_aux, genotype_closed_form(&darts_v2()));
 
     // The aux head (§2.8) on 576 channels: conv1x1 576->128, BN, conv2x2 128->768, BN, linear.
@@ -175,7 +193,11 @@ fn darts_v1_eval_net_matches_closed_form() {
 #[test]
 fn trainable_vars_are_sorted_and_exclude_running_stats() {
     let varmap = build_eval(
-        &EvalNetConfig { init_channels: 4, layers: 3, ..cifar_eval(true) },
+        &EvalNetConfig {
+            init_channels: 4,
+            layers: 3,
+            ..cifar_eval(true)
+        },
         &darts_v2(),
     );
     let vars = trainable_vars(&varmap);
@@ -185,7 +207,9 @@ fn trainable_vars_are_sorted_and_exclude_running_stats() {
     assert_eq!(names, sorted);
     assert!(names.iter().all(|n| !n.contains("running_")));
     let all = varmap.data().lock().unwrap();
-    let stats = all.keys().filter(|n| n.ends_with("running_mean") || n.ends_with("running_var"));
+    let stats = all
+        .keys()
+        .filter(|n| n.ends_with("running_mean") || n.ends_with("running_var"));
     assert_eq!(stats.count() + vars.len(), all.len());
     assert!(names.contains(&"stem.conv.weight"));
     assert!(names.iter().any(|n| n.starts_with("auxiliary.")));

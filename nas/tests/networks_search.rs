@@ -36,7 +36,12 @@ fn build(cfg: &SearchNetConfig, primitives: &[Primitive]) -> (VarMap, SearchNetw
 }
 
 fn all_finite(t: &Tensor) -> bool {
-    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|v| v.is_finite())
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .all(|v| v.is_finite())
 }
 
 /// One training step's forward + backward; checks every gradient.
@@ -62,12 +67,19 @@ fn check_forward_backward(in_channels: usize, side: usize, layers: usize) {
     let vars = trainable_vars(&varmap);
     assert!(!vars.is_empty());
     for (name, var) in &vars {
-        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
         assert_eq!(g.dims(), var.dims(), "{name}");
         assert!(all_finite(g), "non-finite gradient for {name}");
     }
-    for (name, alpha) in [("alpha_normal", &alpha_normal), ("alpha_reduce", &alpha_reduce)] {
-        let g = grads.get(alpha.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+    for (name, alpha) in [
+        ("alpha_normal", &alpha_normal),
+        ("alpha_reduce", &alpha_reduce),
+    ] {
+        let g = grads
+            .get(alpha.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
         assert_eq!(g.dims(), &[e, 8]);
         let v = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert!(v.iter().all(|x| x.is_finite()), "{name}");
@@ -93,7 +105,10 @@ fn supernet_cifar_like_8x8_l5() {
 #[test]
 fn supernet_handles_28_14_7() {
     // MNIST resolution: two reductions give 28 -> 14 -> 7 (no backward, just shapes).
-    let cfg = SearchNetConfig { init_channels: 2, ..tiny(1, 3) };
+    let cfg = SearchNetConfig {
+        init_channels: 2,
+        ..tiny(1, 3)
+    };
     let (_, net) = build(&cfg, &Primitive::DARTS);
     let w = Tensor::full(1.0f32 / 8.0, (14, 8), &Device::Cpu).unwrap();
     let x = uniform(&[2, 1, 28, 28], &mut rng_for(5, 0));
@@ -108,46 +123,83 @@ fn mixing_weights_select_ops() {
     // network output is independent of the input: the classifier sees zeros.
     let cfg = tiny(1, 3);
     let (_, net) = build(&cfg, &Primitive::DARTS);
-    let none_col = Primitive::DARTS.iter().position(|&p| p == Primitive::None).unwrap();
+    let none_col = Primitive::DARTS
+        .iter()
+        .position(|&p| p == Primitive::None)
+        .unwrap();
     let mut onehot = vec![0f32; 14 * 8];
     for e in 0..14 {
         onehot[e * 8 + none_col] = 1.0;
     }
     let w = Tensor::from_vec(onehot, (14, 8), &Device::Cpu).unwrap();
     let mut rng = rng_for(6, 0);
-    let a = net.forward_t(&uniform(&[2, 1, 12, 12], &mut rng), &w, &w, true).unwrap();
-    let b = net.forward_t(&uniform(&[2, 1, 12, 12], &mut rng), &w, &w, true).unwrap();
-    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let a = net
+        .forward_t(&uniform(&[2, 1, 12, 12], &mut rng), &w, &w, true)
+        .unwrap();
+    let b = net
+        .forward_t(&uniform(&[2, 1, 12, 12], &mut rng), &w, &w, true)
+        .unwrap();
+    let diff = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert_eq!(diff, 0.0);
 }
 
 #[test]
 fn reduction_positions_and_bad_inputs() {
-    assert_eq!((0..8).filter(|&i| is_reduction(i, 8)).collect::<Vec<_>>(), vec![2, 5]);
-    assert_eq!((0..20).filter(|&i| is_reduction(i, 20)).collect::<Vec<_>>(), vec![6, 13]);
+    assert_eq!(
+        (0..8).filter(|&i| is_reduction(i, 8)).collect::<Vec<_>>(),
+        vec![2, 5]
+    );
+    assert_eq!(
+        (0..20).filter(|&i| is_reduction(i, 20)).collect::<Vec<_>>(),
+        vec![6, 13]
+    );
 
     let (_, net) = build(&tiny(1, 3), &Primitive::DARTS);
     let x = uniform(&[2, 1, 12, 12], &mut rng_for(1, 0));
     let wrong = Tensor::zeros((14, 7), DType::F32, &Device::Cpu).unwrap();
     let right = Tensor::zeros((14, 8), DType::F32, &Device::Cpu).unwrap();
-    let err = net.forward_t(&x, &wrong, &right, true).err().unwrap().to_string();
-    assert!(err.contains("weights_normal") && err.contains("[14, 8]"), "{err}");
+    let err = net
+        .forward_t(&x, &wrong, &right, true)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("weights_normal") && err.contains("[14, 8]"),
+        "{err}"
+    );
 
     let vb = VarBuilder::from_varmap(&VarMap::new(), DType::F32, &Device::Cpu);
     assert!(SearchNetwork::new(&tiny(1, 3), &[Primitive::None], vb.clone()).is_err());
-    let bad = SearchNetConfig { multiplier: 5, ..tiny(1, 3) };
+    let bad = SearchNetConfig {
+        multiplier: 5,
+        ..tiny(1, 3)
+    };
     assert!(SearchNetwork::new(&bad, &Primitive::DARTS, vb).is_err());
 }
 
 #[test]
 fn subset_of_primitives_uses_its_own_columns() {
     // A 3-op space: weights have 3 columns and only those ops get vars.
-    let ops = [Primitive::SkipConnect, Primitive::MaxPool3x3, Primitive::SepConv3x3];
+    let ops = [
+        Primitive::SkipConnect,
+        Primitive::MaxPool3x3,
+        Primitive::SepConv3x3,
+    ];
     let (varmap, net) = build(&tiny(1, 3), &ops);
     let w = Tensor::full(1.0f32 / 3.0, (14, 3), &Device::Cpu).unwrap();
     let x = uniform(&[2, 1, 12, 12], &mut rng_for(2, 0));
     assert_eq!(net.forward_t(&x, &w, &w, true).unwrap().dims(), &[2, 5]);
-    let names: Vec<String> = trainable_vars(&varmap).into_iter().map(|(n, _)| n).collect();
+    let names: Vec<String> = trainable_vars(&varmap)
+        .into_iter()
+        .map(|(n, _)| n)
+        .collect();
     assert!(names.iter().any(|n| n.contains(".sep_conv_3x3.")));
     assert!(!names.iter().any(|n| n.contains("dil_conv")));
 }
@@ -157,7 +209,12 @@ fn subset_of_primitives_uses_its_own_columns() {
 #[test]
 #[ignore]
 fn time_supernet_step_b32_c8_l5_28x28() {
-    let cfg = SearchNetConfig { init_channels: 8, layers: 5, num_classes: 10, ..tiny(1, 5) };
+    let cfg = SearchNetConfig {
+        init_channels: 8,
+        layers: 5,
+        num_classes: 10,
+        ..tiny(1, 5)
+    };
     let (_, net) = build(&cfg, &Primitive::DARTS);
     let mut rng = rng_for(4, 0);
     let alpha = Var::from_tensor(&(uniform(&[14, 8], &mut rng) * 1e-3).unwrap()).unwrap();

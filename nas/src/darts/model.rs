@@ -73,15 +73,27 @@ impl EvalCell {
                 } else {
                     let stride = if reduction && edge.input < 2 { 2 } else { 1 };
                     let vb_edge = vb.pp(format!("nodes.{n}.edges.{k}"));
-                    Some(Op::new(primitive, c, stride, true, vb_edge).with_context(|| {
-                        format!("building op `{}` of node {n}, edge {k}", edge.op)
-                    })?)
+                    Some(
+                        Op::new(primitive, c, stride, true, vb_edge).with_context(|| {
+                            format!("building op `{}` of node {n}, edge {k}", edge.op)
+                        })?,
+                    )
                 };
-                edges.push(EvalEdge { input: edge.input, op });
+                edges.push(EvalEdge {
+                    input: edge.input,
+                    op,
+                });
             }
             nodes.push(edges);
         }
-        Ok(Self { reduction, pre0, pre1, nodes, concat: genotype_cell.concat.clone(), c })
+        Ok(Self {
+            reduction,
+            pre0,
+            pre1,
+            nodes,
+            concat: genotype_cell.concat.clone(),
+            c,
+        })
     }
 
     fn out_channels(&self) -> usize {
@@ -96,7 +108,10 @@ impl EvalCell {
         drop_prob: f32,
         rng: &mut crate::rng::Rng,
     ) -> Result<Tensor> {
-        let mut states = vec![self.pre0.forward_t(s0, train)?, self.pre1.forward_t(s1, train)?];
+        let mut states = vec![
+            self.pre0.forward_t(s0, train)?,
+            self.pre1.forward_t(s1, train)?,
+        ];
         for node in &self.nodes {
             let mut sum: Option<Tensor> = None;
             for edge in node {
@@ -125,7 +140,11 @@ impl EvalCell {
     /// stride-2 ops with padding map H to ceil(H/2).
     fn zero_node(&self, h0: &Tensor) -> Result<Tensor> {
         let (b, _, h, w) = h0.dims4()?;
-        let (h, w) = if self.reduction { (h.div_ceil(2), w.div_ceil(2)) } else { (h, w) };
+        let (h, w) = if self.reduction {
+            (h.div_ceil(2), w.div_ceil(2))
+        } else {
+            (h, w)
+        };
         Tensor::zeros((b, self.c, h, w), h0.dtype(), h0.device())
     }
 }
@@ -171,8 +190,9 @@ fn validate_cell(cell: &Cell, reduction: bool) -> anyhow::Result<()> {
 fn drop_path_with_rng(x: &Tensor, drop_prob: f32, rng: &mut crate::rng::Rng) -> Result<Tensor> {
     let keep = 1.0 - drop_prob;
     let batch = x.dim(0)?;
-    let mask: Vec<f32> =
-        (0..batch).map(|_| if rng.random::<f32>() < keep { 1.0 } else { 0.0 }).collect();
+    let mask: Vec<f32> = (0..batch)
+        .map(|_| if rng.random::<f32>() < keep { 1.0 } else { 0.0 })
+        .collect();
     drop_path(x, &mask, keep)
 }
 
@@ -194,12 +214,22 @@ struct AuxiliaryHead {
 impl AuxiliaryHead {
     fn new(c_in: usize, num_classes: usize, vb: VarBuilder) -> Result<Self> {
         let kaiming = candle_nn::init::DEFAULT_KAIMING_NORMAL;
-        let conv1 = vb.pp("conv1").get_with_hints((128, c_in, 1, 1), "weight", kaiming)?;
+        let conv1 = vb
+            .pp("conv1")
+            .get_with_hints((128, c_in, 1, 1), "weight", kaiming)?;
         let bn1 = BatchNorm::new(128, true, vb.pp("bn1"))?;
-        let conv2 = vb.pp("conv2").get_with_hints((768, 128, 2, 2), "weight", kaiming)?;
+        let conv2 = vb
+            .pp("conv2")
+            .get_with_hints((768, 128, 2, 2), "weight", kaiming)?;
         let bn2 = BatchNorm::new(768, true, vb.pp("bn2"))?;
         let classifier = candle_nn::linear(768, num_classes, vb.pp("classifier"))?;
-        Ok(Self { conv1, bn1, conv2, bn2, classifier })
+        Ok(Self {
+            conv1,
+            bn1,
+            conv2,
+            bn2,
+            classifier,
+        })
     }
 
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
@@ -210,8 +240,14 @@ impl AuxiliaryHead {
         } else {
             adaptive_avg_pool_2x2(&x)?
         };
-        let x = self.bn1.forward_t(&conv2d(&x, &self.conv1, 1, 0)?, train)?.relu()?;
-        let x = self.bn2.forward_t(&conv2d(&x, &self.conv2, 1, 0)?, train)?.relu()?;
+        let x = self
+            .bn1
+            .forward_t(&conv2d(&x, &self.conv1, 1, 0)?, train)?
+            .relu()?;
+        let x = self
+            .bn2
+            .forward_t(&conv2d(&x, &self.conv2, 1, 0)?, train)?
+            .relu()?;
         let x = x.mean(D::Minus1)?.mean(D::Minus1)?;
         self.classifier.forward(&x)
     }
@@ -229,7 +265,11 @@ fn adaptive_avg_pool_2x2(x: &Tensor) -> Result<Tensor> {
         let mut cols = Vec::with_capacity(2);
         for j in 0..2 {
             let (c0, c1) = window(j, w);
-            cols.push(band.narrow(3, c0, c1 - c0)?.mean_keepdim(2)?.mean_keepdim(3)?);
+            cols.push(
+                band.narrow(3, c0, c1 - c0)?
+                    .mean_keepdim(2)?
+                    .mean_keepdim(3)?,
+            );
         }
         rows.push(Tensor::cat(&cols, 3)?);
     }
@@ -274,8 +314,11 @@ impl EvalNetwork {
             if reduction {
                 c *= 2;
             }
-            let (which, genotype_cell) =
-                if reduction { ("reduce", &genotype.reduce) } else { ("normal", &genotype.normal) };
+            let (which, genotype_cell) = if reduction {
+                ("reduce", &genotype.reduce)
+            } else {
+                ("normal", &genotype.normal)
+            };
             let cell = EvalCell::new(
                 genotype_cell,
                 c_pp,
@@ -294,12 +337,22 @@ impl EvalNetwork {
             cells.push(cell);
         }
         let auxiliary = if cfg.auxiliary {
-            Some(AuxiliaryHead::new(c_aux, cfg.num_classes, vb.pp("auxiliary"))?)
+            Some(AuxiliaryHead::new(
+                c_aux,
+                cfg.num_classes,
+                vb.pp("auxiliary"),
+            )?)
         } else {
             None
         };
         let classifier = Classifier::new(c_p, cfg.num_classes, vb.pp("classifier"))?;
-        Ok(Self { stem, cells, auxiliary, aux_cell, classifier })
+        Ok(Self {
+            stem,
+            cells,
+            auxiliary,
+            aux_cell,
+            classifier,
+        })
     }
 
     /// train: BN batch stats, drop path with prob drop_prob (masks from rng),

@@ -98,7 +98,9 @@ pub(crate) struct Classifier {
 
 impl Classifier {
     pub(crate) fn new(c_in: usize, num_classes: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(Self { linear: candle_nn::linear(c_in, num_classes, vb)? })
+        Ok(Self {
+            linear: candle_nn::linear(c_in, num_classes, vb)?,
+        })
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -142,7 +144,11 @@ impl MixedOp {
                 }
                 _ => None,
             };
-            candidates.push(Candidate { column, op, pool_bn });
+            candidates.push(Candidate {
+                column,
+                op,
+                pool_bn,
+            });
         }
         Ok(Self { candidates })
     }
@@ -203,14 +209,29 @@ impl SearchCell {
                 // Only edges leaving the cell inputs change resolution.
                 let stride = if reduction && j < 2 { 2 } else { 1 };
                 let e = edges.len();
-                edges.push(MixedOp::new(primitives, c, stride, vb.pp(format!("edges.{e}")))?);
+                edges.push(MixedOp::new(
+                    primitives,
+                    c,
+                    stride,
+                    vb.pp(format!("edges.{e}")),
+                )?);
             }
         }
-        Ok(Self { reduction, pre0, pre1, edges, steps, multiplier })
+        Ok(Self {
+            reduction,
+            pre0,
+            pre1,
+            edges,
+            steps,
+            multiplier,
+        })
     }
 
     fn forward_t(&self, s0: &Tensor, s1: &Tensor, weights: &Tensor, train: bool) -> Result<Tensor> {
-        let mut states = vec![self.pre0.forward_t(s0, train)?, self.pre1.forward_t(s1, train)?];
+        let mut states = vec![
+            self.pre0.forward_t(s0, train)?,
+            self.pre1.forward_t(s1, train)?,
+        ];
         let mut edge = 0;
         for _ in 0..self.steps {
             let mut node: Option<Tensor> = None;
@@ -298,7 +319,10 @@ impl SearchNetwork {
         train: bool,
     ) -> Result<Tensor> {
         let expected = (self.num_edges, self.num_primitives);
-        for (which, w) in [("weights_normal", weights_normal), ("weights_reduce", weights_reduce)] {
+        for (which, w) in [
+            ("weights_normal", weights_normal),
+            ("weights_reduce", weights_reduce),
+        ] {
             if w.dims() != [expected.0, expected.1] {
                 bail!(
                     "SearchNetwork::forward_t: {which} has shape {:?}, expected [{}, {}] \
@@ -312,7 +336,11 @@ impl SearchNetwork {
         let stem = self.stem.forward_t(x, train)?;
         let (mut s0, mut s1) = (stem.clone(), stem);
         for cell in &self.cells {
-            let w = if cell.reduction { weights_reduce } else { weights_normal };
+            let w = if cell.reduction {
+                weights_reduce
+            } else {
+                weights_normal
+            };
             let out = cell.forward_t(&s0, &s1, w, train)?;
             (s0, s1) = (s1, out);
         }
@@ -348,7 +376,10 @@ fn validate(cfg: &SearchNetConfig, primitives: &[Primitive]) -> Result<()> {
     }
     for (i, p) in primitives.iter().enumerate() {
         if primitives[..i].contains(p) {
-            bail!("search network: candidate op `{}` is listed twice", p.name());
+            bail!(
+                "search network: candidate op `{}` is listed twice",
+                p.name()
+            );
         }
     }
     Ok(())
