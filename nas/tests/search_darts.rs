@@ -161,6 +161,7 @@ fn diverging_search_fails_naming_epoch_and_step() {
     cfg.grad_clip = 1e30;
     cfg.steps_per_epoch = Some(4);
     let err = format!("{:#}", search(&cfg, &splits(), dir.path(), &mut Silent).unwrap_err());
+    eprintln!("divergence error: {err}");
     assert!(err.contains("at epoch 0, step"), "{err}");
     assert!(err.contains("loss is NaN") || err.contains("loss is inf"), "{err}");
     assert!(!dir.path().join("checkpoint.json").exists(), "no checkpoint from a diverged epoch");

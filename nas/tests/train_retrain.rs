@@ -91,6 +91,7 @@ fn diverging_training_fails_naming_epoch_and_step() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = TrainConfig { lr: 1e30, grad_clip: 1e30, steps_per_epoch: Some(3), ..tiny(1) };
     let err = format!("{:#}", train(&cfg, &genotype, &splits(), dir.path(), &mut Silent).unwrap_err());
+    eprintln!("divergence error: {err}");
     assert!(err.contains("at epoch 0") && err.contains("loss is"), "{err}");
     assert!(!dir.path().join("checkpoint.json").exists());
 }

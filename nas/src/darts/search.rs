@@ -27,7 +27,7 @@ use crate::data::{batches, random_batch, search_split, Augment, DataSplits, Data
 use crate::genotype::{try_derive_darts, Genotype};
 use crate::rng::{rng_for, Rng};
 use crate::train::checkpoint::{restore_varmap, save_safetensors_atomic, snapshot_varmap, Checkpoint};
-use crate::train::metrics::{ensure_finite, scalar, top1_percent, Meter};
+use crate::train::metrics::{divergence_advice, ensure_finite, scalar, top1_percent, Meter};
 use crate::train::optim::{clip_grad_norm, cosine_lr, Adam, Sgd};
 use crate::train::Observer;
 
@@ -133,9 +133,8 @@ impl SearchConfig {
         if !(self.train_portion > 0.0 && self.train_portion < 1.0) {
             bail!("search: train_portion must be in (0, 1), got {}", self.train_portion);
         }
-        if self.init_channels == 0 || self.init_channels % 2 != 0 {
-            // FactorizedReduce splits channels in two (§1.3).
-            bail!("search: init_channels must be even and positive, got {}", self.init_channels);
+        if self.init_channels == 0 {
+            bail!("search: init_channels must be at least 1");
         }
         Ok(())
     }
@@ -195,6 +194,9 @@ pub trait ArchMethod {
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()>;
 }
 
+/// Per-edge rows of an [edges × ops] matrix.
+type Rows = Vec<Vec<f32>>;
+
 /// DARTS: α ~ std·N(0,1), softmax mixing, Adam on α, first or second order.
 pub struct Darts {
     alphas: [Var; 2],
@@ -233,7 +235,7 @@ impl Darts {
         &self.alphas
     }
 
-    fn probabilities(&self) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+    fn probabilities(&self) -> Result<(Rows, Rows)> {
         let (n, r) = architect::softmax_mixing(&self.alphas)?;
         Ok((n.to_vec2()?, r.to_vec2()?))
     }
@@ -362,7 +364,7 @@ pub fn run_search(
     cfg.validate()?;
     let device = Device::Cpu;
     let (train_set, valid_set) = search_split(&data.train, cfg.train_portion);
-    if train_set.len() == 0 || valid_set.len() == 0 {
+    if train_set.is_empty() || valid_set.is_empty() {
         bail!(
             "search: train_portion {} of {} images leaves an empty half; use more data or another portion",
             cfg.train_portion,
@@ -402,17 +404,13 @@ pub fn run_search(
 
     let steps_full = train_set.len().div_ceil(cfg.batch_size);
     let steps = cfg.steps_per_epoch.map_or(steps_full, |cap| cap.min(steps_full));
-    let advice = format!(
-        "The last good checkpoint (after epoch {{done}}) is kept in {}; lower lr / arch_lr or raise grad_clip protection, then rerun to resume.",
-        work_dir.display()
-    );
 
     for epoch in resumed_from_epoch..cfg.epochs {
         let started = Instant::now();
         let lr = cfg.lr_at(epoch);
         sgd.set_lr(lr);
         observer.epoch_start(epoch, cfg.epochs, steps);
-        let advice = advice.replace("{done}", &epoch.to_string());
+        let advice = divergence_advice(epoch, work_dir, "lr / arch_lr (or grad_clip)");
 
         let mut data_rng = epoch_rng(cfg.seed, epoch, 0);
         let mut valid_rng = epoch_rng(cfg.seed, epoch, 1);

@@ -53,3 +53,17 @@ pub fn ensure_finite(value: f64, what: &str, epoch: usize, step: usize, advice: 
     }
     Ok(())
 }
+
+/// What to tell the user when epoch `epoch` diverges: which checkpoint is
+/// left (the loops save only after a finished, finite epoch) and what to change.
+pub fn divergence_advice(epoch: usize, dir: &std::path::Path, knobs: &str) -> String {
+    if epoch == 0 {
+        format!("No checkpoint was written (the first epoch diverged); lower {knobs} and rerun.")
+    } else {
+        format!(
+            "The last good checkpoint ({epoch} epochs done) is kept in {}; lower {knobs} and rerun \
+             (a changed config does not resume: delete that folder to restart).",
+            dir.display()
+        )
+    }
+}

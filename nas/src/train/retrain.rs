@@ -20,7 +20,7 @@ use crate::data::{batches, Augment, DataSplits, Dataset};
 use crate::genotype::Genotype;
 use crate::rng::{rng_for, Rng};
 use crate::train::checkpoint::{restore_varmap, save_safetensors_atomic, snapshot_varmap, Checkpoint};
-use crate::train::metrics::{ensure_finite, scalar, top1_percent, Meter};
+use crate::train::metrics::{divergence_advice, ensure_finite, scalar, top1_percent, Meter};
 use crate::train::optim::{clip_grad_norm, cosine_lr, Sgd};
 use crate::train::Observer;
 
@@ -199,10 +199,7 @@ pub fn train(
         let drop_prob = cfg.drop_prob_at(epoch);
         sgd.set_lr(lr);
         observer.epoch_start(epoch, cfg.epochs, steps);
-        let advice = format!(
-            "The last good checkpoint (after epoch {epoch}) is kept in {}; lower lr, then rerun to resume.",
-            work_dir.display()
-        );
+        let advice = divergence_advice(epoch, work_dir, "lr (or grad_clip)");
 
         let mut data_rng = epoch_rng(cfg.seed, epoch, 0);
         let mut drop_rng = epoch_rng(cfg.seed, epoch, 1);
