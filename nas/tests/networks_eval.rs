@@ -278,3 +278,27 @@ fn bad_genotypes_are_clear_errors() {
     g.normal.concat = vec![2, 9];
     assert!(EvalNetwork::new(&cfg(1, 3, false), &g, vb()).is_err());
 }
+
+#[test]
+fn drop_path_spares_identity_ops() {
+    // Normal cells of stride-1 skips (Identity) only; reduction cells of `none`
+    // and skips between nodes (also Identity). No op is droppable, so a large
+    // drop_prob changes nothing and draws nothing from the rng.
+    let skips = |inputs: [usize; 8]| Cell {
+        nodes: inputs
+            .chunks(2)
+            .map(|p| p.iter().map(|&i| edge("skip_connect", i)).collect())
+            .collect(),
+        concat: vec![2, 3, 4, 5],
+    };
+    let mut reduce = skips([0, 0, 2, 2, 3, 2, 4, 3]);
+    reduce.nodes[0] = vec![edge("none", 0), edge("none", 1)];
+    let g = Genotype { normal: skips([0, 1, 0, 2, 1, 3, 4, 0]), reduce };
+    let (_, net) = build(&cfg(1, 3, false), &g);
+    let x = input(&[4, 1, 12, 12], 8);
+    let mut rng = rng_for(9, 0);
+    let (dropped, _) = net.forward_t(&x, true, 0.5, &mut rng).unwrap();
+    let (plain, _) = net.forward_t(&x, true, 0.0, &mut rng_for(9, 0)).unwrap();
+    assert_eq!(values(&dropped), values(&plain));
+    assert_eq!(rng.random::<u64>(), rng_for(9, 0).random::<u64>());
+}
