@@ -1,10 +1,131 @@
-use candle_core::{Result, Tensor};
+//! Training-mode batch norm as a candle CustomOp3 (x, weight, bias) with a fused backward.
+//! Statistics are reduced per (batch, channel) plane in parallel (f32 lanes, f64 totals).
 
+use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+use super::common::{bn_bwd_sums, kernel_ok, slice, sqdev8, sum8, with_slice};
 use crate::reference;
 
-/// Training-mode batch norm: returns (y, batch mean, biased batch var) with mean/var detached.
+struct BnTrain {
+    mean: Vec<f32>,
+    invstd: Vec<f32>,
+    affine: bool,
+}
+
+impl CustomOp3 for BnTrain {
+    fn name(&self) -> &'static str {
+        "nasflow-batch-norm-train"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let x = slice(s1, l1)?;
+        let wt = slice(s2, l2)?;
+        let bs = slice(s3, l3)?;
+        let scale: Vec<f32> = (0..c).map(|i| wt[i] * self.invstd[i]).collect();
+        let shift: Vec<f32> = (0..c).map(|i| bs[i] - self.mean[i] * scale[i]).collect();
+        let hw = h * w;
+        let mut out = vec![0f32; b * c * hw];
+        out.par_chunks_mut(hw).enumerate().for_each(|(i, o)| {
+            let (a, s) = (scale[i % c], shift[i % c]);
+            for (o, v) in o.iter_mut().zip(&x[i * hw..(i + 1) * hw]) {
+                *o = v * a + s;
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (b, c, h, wd) = x.dims4()?;
+        let hw = h * wd;
+        let n = (b * hw) as f64;
+        let wt = w.to_vec1::<f32>()?;
+        let (gx, sg, sgx) = with_slice(x, |xs| {
+            with_slice(grad, |gs| {
+                // per-plane partial sums, reduced over the batch
+                let part: Vec<(f64, f64)> = (0..b * c)
+                    .into_par_iter()
+                    .map(|i| bn_bwd_sums(&gs[i * hw..(i + 1) * hw], &xs[i * hw..(i + 1) * hw], self.mean[i % c]))
+                    .collect();
+                let mut sg = vec![0f64; c];
+                let mut sgx = vec![0f64; c];
+                for (i, (a, bb)) in part.iter().enumerate() {
+                    sg[i % c] += a;
+                    sgx[i % c] += bb;
+                }
+                // dx = a*g - k*x + c0, with a = w*invstd, k = a*invstd^2*sgx/N, c0 = k*mean - a*sg/N
+                let coef: Vec<(f32, f32, f32)> = (0..c)
+                    .map(|i| {
+                        let inv = self.invstd[i] as f64;
+                        let a = wt[i] as f64 * inv;
+                        let k = a * inv * inv * sgx[i] / n;
+                        let c0 = k * self.mean[i] as f64 - a * sg[i] / n;
+                        (a as f32, k as f32, c0 as f32)
+                    })
+                    .collect();
+                let mut gx = vec![0f32; b * c * hw];
+                gx.par_chunks_mut(hw).enumerate().for_each(|(i, o)| {
+                    let (a, k, c0) = coef[i % c];
+                    let g = &gs[i * hw..(i + 1) * hw];
+                    let xv = &xs[i * hw..(i + 1) * hw];
+                    for ((o, g), x) in o.iter_mut().zip(g).zip(xv) {
+                        *o = a * g - k * x + c0;
+                    }
+                });
+                Ok((gx, sg, sgx))
+            })
+        })?;
+        let dev = Device::Cpu;
+        let gx = Tensor::from_vec(gx, (b, c, h, wd), &dev)?;
+        if !self.affine {
+            return Ok((Some(gx), None, None));
+        }
+        let dw: Vec<f32> = (0..c).map(|i| (sgx[i] * self.invstd[i] as f64) as f32).collect();
+        let db: Vec<f32> = sg.iter().map(|&v| v as f32).collect();
+        Ok((Some(gx), Some(Tensor::from_vec(dw, c, &dev)?), Some(Tensor::from_vec(db, c, &dev)?)))
+    }
+}
+
+/// Per-channel (mean, biased variance) of an NCHW tensor.
+fn stats(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
+    let (b, c, h, w) = x.dims4()?;
+    let hw = h * w;
+    let n = (b * hw) as f64;
+    with_slice(x, |xs| {
+        let sums: Vec<f64> = (0..b * c).into_par_iter().map(|i| sum8(&xs[i * hw..(i + 1) * hw])).collect();
+        let mut mean = vec![0f64; c];
+        for (i, s) in sums.iter().enumerate() {
+            mean[i % c] += s;
+        }
+        let mean: Vec<f32> = mean.iter().map(|s| (s / n) as f32).collect();
+        let sq: Vec<f64> = (0..b * c).into_par_iter().map(|i| sqdev8(&xs[i * hw..(i + 1) * hw], mean[i % c])).collect();
+        let mut var = vec![0f64; c];
+        for (i, s) in sq.iter().enumerate() {
+            var[i % c] += s;
+        }
+        Ok((mean, var.iter().map(|s| (s / n) as f32).collect()))
+    })
+}
+
+/// Training-mode batch norm: returns (y, batch mean, biased batch var), mean/var without graph.
 pub fn bn_train(x: &Tensor, wb: Option<(&Tensor, &Tensor)>, eps: f64) -> Result<(Tensor, Tensor, Tensor)> {
-    let (mean, var) = reference::batch_stats(x)?;
-    let y = reference::bn_apply(x, &mean, &var, wb, eps)?;
-    Ok((y, mean.detach(), var.detach()))
+    if !kernel_ok(x) {
+        let (mean, var) = reference::batch_stats(x)?;
+        let y = reference::bn_apply(x, &mean, &var, wb, eps)?;
+        return Ok((y, mean.detach(), var.detach()));
+    }
+    let x = x.contiguous()?;
+    let c = x.dim(1)?;
+    let (mean, var) = stats(&x)?;
+    let invstd: Vec<f32> = var.iter().map(|v| (1.0 / (*v as f64 + eps).sqrt()) as f32).collect();
+    let dev = x.device();
+    let (w, b) = match wb {
+        Some((w, b)) => (w.contiguous()?, b.contiguous()?),
+        None => (Tensor::ones(c, x.dtype(), dev)?, Tensor::zeros(c, x.dtype(), dev)?),
+    };
+    let mean_t = Tensor::from_vec(mean.clone(), c, dev)?;
+    let var_t = Tensor::from_vec(var, c, dev)?;
+    let y = x.apply_op3(&w, &b, BnTrain { mean, invstd, affine: wb.is_some() })?;
+    Ok((y, mean_t, var_t))
 }

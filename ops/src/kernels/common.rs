@@ -97,7 +97,7 @@ pub fn dot_strided(a: &[f32], b: &[f32], s: usize) -> f32 {
     acc
 }
 
-/// (sum, sum of squares of (x - m)) of a slice, f64 result from 8 f32 lanes.
+/// Sum of a slice, f64 result from 8 f32 lanes.
 #[inline]
 pub fn sum8(x: &[f32]) -> f64 {
     let mut acc = [0f32; 8];
@@ -112,6 +112,7 @@ pub fn sum8(x: &[f32]) -> f64 {
 }
 
 #[inline]
+/// Sum of (x - m)^2, f64 result from 8 f32 lanes.
 pub fn sqdev8(x: &[f32], m: f32) -> f64 {
     let mut acc = [0f32; 8];
     let c = x.chunks_exact(8);
