@@ -34,7 +34,10 @@ fn dataset(n: usize, seed: u8) -> Dataset {
 }
 
 fn splits() -> DataSplits {
-    DataSplits { train: dataset(16, 1), test: dataset(8, 2) }
+    DataSplits {
+        train: dataset(16, 1),
+        test: dataset(8, 2),
+    }
 }
 
 fn tiny(order: Order, epochs: usize) -> SearchConfig {
@@ -46,7 +49,11 @@ fn tiny(order: Order, epochs: usize) -> SearchConfig {
         order,
         seed: 5,
         steps_per_epoch: Some(2),
-        augment: Augment { crop_padding: 1, flip: true, cutout: 0 },
+        augment: Augment {
+            crop_padding: 1,
+            flip: true,
+            cutout: 0,
+        },
         eval_batch_size: 8,
         max_valid_samples: Some(6),
         // Large enough that α visibly moves in two steps.
@@ -85,14 +92,27 @@ fn first_order_search_is_seeded_and_writes_checkpoints() {
     assert_eq!(a.alphas_reduce, b.alphas_reduce);
     assert_eq!(a.genotype, b.genotype);
     // α moved away from its 1e-3·N(0,1) init.
-    let max = a.alphas_normal.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+    let max = a
+        .alphas_normal
+        .iter()
+        .flatten()
+        .fold(0f32, |m, v| m.max(v.abs()));
     assert!(max > 0.01, "alphas did not move: max |α| = {max}");
 
     assert_eq!(a_state.metrics.len(), 1);
     assert_eq!(a_state.alphas_per_epoch.len(), 1);
     assert_eq!(a_state.alphas_per_epoch[0].normal, a.alphas_normal);
     let m = &a_state.metrics[0];
-    for key in ["epoch", "lr", "train_loss", "train_acc", "valid_loss", "valid_acc", "genotype", "seconds"] {
+    for key in [
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "valid_loss",
+        "valid_acc",
+        "genotype",
+        "seconds",
+    ] {
         assert!(m.get(key).is_some(), "metrics lack {key}: {m}");
     }
     assert_eq!(m["lr"].as_f64().unwrap(), 0.025);
@@ -128,13 +148,23 @@ fn resumed_search_equals_uninterrupted_one() {
     let (straight, straight_state) = run(&tiny(Order::Second, 2), straight_dir.path());
     assert_eq!(resumed.alphas_normal, straight.alphas_normal);
     assert_eq!(resumed.alphas_reduce, straight.alphas_reduce);
-    assert_eq!(resumed_state.alphas_per_epoch, straight_state.alphas_per_epoch);
+    assert_eq!(
+        resumed_state.alphas_per_epoch,
+        straight_state.alphas_per_epoch
+    );
     assert_eq!(resumed.genotypes_per_epoch, straight.genotypes_per_epoch);
     for key in ["train_loss", "valid_loss", "arch_loss"] {
-        assert_eq!(resumed_state.metrics[1][key], straight_state.metrics[1][key], "{key}");
+        assert_eq!(
+            resumed_state.metrics[1][key], straight_state.metrics[1][key],
+            "{key}"
+        );
     }
-    let w1 = candle_core::safetensors::load(&resumed_state.supernet_weights, &candle_core::Device::Cpu).unwrap();
-    let w2 = candle_core::safetensors::load(&straight_state.supernet_weights, &candle_core::Device::Cpu).unwrap();
+    let w1 =
+        candle_core::safetensors::load(&resumed_state.supernet_weights, &candle_core::Device::Cpu)
+            .unwrap();
+    let w2 =
+        candle_core::safetensors::load(&straight_state.supernet_weights, &candle_core::Device::Cpu)
+            .unwrap();
     for (name, t) in &w1 {
         let a: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
         let b: Vec<f32> = w2[name].flatten_all().unwrap().to_vec1().unwrap();
@@ -149,8 +179,13 @@ fn resumed_search_equals_uninterrupted_one() {
     // Another configuration refuses to resume.
     let mut changed = tiny(Order::Second, 3);
     changed.lr = 0.05;
-    let err = search(&changed, &splits(), dir.path(), &mut Silent).unwrap_err().to_string();
-    assert!(err.contains("another configuration") && err.contains("lr"), "{err}");
+    let err = search(&changed, &splits(), dir.path(), &mut Silent)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("another configuration") && err.contains("lr"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -160,9 +195,18 @@ fn diverging_search_fails_naming_epoch_and_step() {
     cfg.lr = 1e30;
     cfg.grad_clip = 1e30;
     cfg.steps_per_epoch = Some(4);
-    let err = format!("{:#}", search(&cfg, &splits(), dir.path(), &mut Silent).unwrap_err());
+    let err = format!(
+        "{:#}",
+        search(&cfg, &splits(), dir.path(), &mut Silent).unwrap_err()
+    );
     eprintln!("divergence error: {err}");
     assert!(err.contains("at epoch 0, step"), "{err}");
-    assert!(err.contains("loss is NaN") || err.contains("loss is inf"), "{err}");
-    assert!(!dir.path().join("checkpoint.json").exists(), "no checkpoint from a diverged epoch");
+    assert!(
+        err.contains("loss is NaN") || err.contains("loss is inf"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("checkpoint.json").exists(),
+        "no checkpoint from a diverged epoch"
+    );
 }

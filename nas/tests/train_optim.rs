@@ -11,7 +11,12 @@ fn var(values: &[f32]) -> Var {
 /// A loss whose gradient w.r.t. `w` is exactly `g`: sum(w * g).
 fn grads_equal_to(w: &Var, g: &[f32]) -> candle_core::backprop::GradStore {
     let g = Tensor::new(g, &Device::Cpu).unwrap();
-    (w.as_tensor() * g).unwrap().sum_all().unwrap().backward().unwrap()
+    (w.as_tensor() * g)
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap()
 }
 
 fn values(v: &Var) -> Vec<f32> {
@@ -32,13 +37,22 @@ const G2: [f32; 2] = [-1.0, 2.0];
 fn sgd_two_steps_with_momentum_and_weight_decay() {
     let w = var(&[1.0, -2.0]);
     let untouched = var(&[3.0]);
-    let mut sgd = Sgd::new(vec![("a".into(), w.clone()), ("b".into(), untouched.clone())], 0.1, 0.9, 0.01);
+    let mut sgd = Sgd::new(
+        vec![("a".into(), w.clone()), ("b".into(), untouched.clone())],
+        0.1,
+        0.9,
+        0.01,
+    );
     sgd.step(&grads_equal_to(&w, &G1)).unwrap();
     // d = g + wd·w = [0.51, 0.23]; first buf = d; w -= 0.1·d
     assert_close(&values(&w), &[0.949, -2.023], 1e-6);
     sgd.step(&grads_equal_to(&w, &G2)).unwrap();
     assert_close(&values(&w), &[1.002151, -2.241677], 1e-6);
-    assert_close(&sgd.momentum_buffer("a").unwrap().to_vec1::<f32>().unwrap(), &[-0.53151, 2.18677], 1e-6);
+    assert_close(
+        &sgd.momentum_buffer("a").unwrap().to_vec1::<f32>().unwrap(),
+        &[-0.53151, 2.18677],
+        1e-6,
+    );
     // A var without a gradient is skipped and gets no buffer, as in PyTorch.
     assert_eq!(values(&untouched), vec![3.0]);
     assert!(sgd.momentum_buffer("b").is_none());
@@ -52,7 +66,11 @@ fn adam_two_steps_with_coupled_weight_decay() {
     // The first bias-corrected Adam step moves each element by ~lr against the sign of g.
     assert_close(&values(&w), &[0.9, -2.1], 1e-5);
     adam.step(&grads_equal_to(&w, &G2)).unwrap();
-    assert_close(&values(&w), &[0.9355236415321513, -2.1816482003071522], 1e-5);
+    assert_close(
+        &values(&w),
+        &[0.9355236415321513, -2.1816482003071522],
+        1e-5,
+    );
 }
 
 #[test]
@@ -60,7 +78,13 @@ fn optimiser_state_round_trip_continues_identically() {
     let w = var(&[1.0, -2.0]);
     let mut sgd = Sgd::new(vec![("a".into(), w.clone())], 0.1, 0.9, 0.01);
     let mut adam_w = var(&[0.5, 0.5]);
-    let mut adam = Adam::new(vec![("a".into(), adam_w.clone())], 0.1, (0.5, 0.999), 1e-8, 1e-3);
+    let mut adam = Adam::new(
+        vec![("a".into(), adam_w.clone())],
+        0.1,
+        (0.5, 0.999),
+        1e-8,
+        1e-3,
+    );
     sgd.step(&grads_equal_to(&w, &G1)).unwrap();
     adam.step(&grads_equal_to(&adam_w, &G1)).unwrap();
 
@@ -69,7 +93,13 @@ fn optimiser_state_round_trip_continues_identically() {
     let mut sgd2 = Sgd::new(vec![("a".into(), w2.clone())], 0.1, 0.9, 0.01);
     sgd2.load_state(&sgd.state()).unwrap();
     let adam_w2 = var(&values(&adam_w));
-    let mut adam2 = Adam::new(vec![("a".into(), adam_w2.clone())], 0.1, (0.5, 0.999), 1e-8, 1e-3);
+    let mut adam2 = Adam::new(
+        vec![("a".into(), adam_w2.clone())],
+        0.1,
+        (0.5, 0.999),
+        1e-8,
+        1e-3,
+    );
     adam2.load_state(&adam.state()).unwrap();
 
     sgd.step(&grads_equal_to(&w, &G2)).unwrap();
@@ -90,7 +120,10 @@ fn optimiser_state_round_trip_continues_identically() {
 fn clip_grad_norm_scales_to_max_norm() {
     let a = var(&[1.0, 1.0]);
     let b = var(&[1.0]);
-    let loss = ((a.as_tensor() * Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap()).unwrap().sum_all().unwrap()
+    let loss = ((a.as_tensor() * Tensor::new(&[3f32, 4.0], &Device::Cpu).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
         + (b.as_tensor() * 12.0).unwrap().sum_all().unwrap())
     .unwrap();
     let mut grads = loss.backward().unwrap();
@@ -106,13 +139,26 @@ fn clip_grad_norm_scales_to_max_norm() {
     // Below the threshold nothing changes.
     let norm = clip_grad_norm(&mut grads, &vars, 100.0).unwrap();
     assert!((norm - 6.5).abs() < 1e-5);
-    assert_close(&grads.get(b.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), &[12.0 * coef], 1e-6);
+    assert_close(
+        &grads.get(b.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
+        &[12.0 * coef],
+        1e-6,
+    );
 }
 
 #[test]
 fn cosine_schedule_matches_pytorch() {
-    let want = [(0, 0.025), (1, 0.02497632074113926), (25, 0.013), (49, 0.0010236792588607412), (50, 0.001)];
+    let want = [
+        (0, 0.025),
+        (1, 0.02497632074113926),
+        (25, 0.013),
+        (49, 0.0010236792588607412),
+        (50, 0.001),
+    ];
     for (epoch, lr) in want {
-        assert!((cosine_lr(0.025, 0.001, epoch, 50) - lr).abs() < 1e-12, "epoch {epoch}");
+        assert!(
+            (cosine_lr(0.025, 0.001, epoch, 50) - lr).abs() < 1e-12,
+            "epoch {epoch}"
+        );
     }
 }

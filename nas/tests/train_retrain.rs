@@ -17,11 +17,23 @@ fn dataset(n: usize, seed: usize) -> Dataset {
             images.push(label * 50 + ((i * 31 + p * 17 + seed * 7) % 50) as u8);
         }
     }
-    Dataset { images, labels, channels: c, height: h, width: w, num_classes: classes, mean: vec![0.5; c], std: vec![0.25; c] }
+    Dataset {
+        images,
+        labels,
+        channels: c,
+        height: h,
+        width: w,
+        num_classes: classes,
+        mean: vec![0.5; c],
+        std: vec![0.25; c],
+    }
 }
 
 fn splits() -> DataSplits {
-    DataSplits { train: dataset(12, 1), test: dataset(6, 2) }
+    DataSplits {
+        train: dataset(12, 1),
+        test: dataset(6, 2),
+    }
 }
 
 fn tiny(epochs: usize) -> TrainConfig {
@@ -31,7 +43,11 @@ fn tiny(epochs: usize) -> TrainConfig {
         epochs,
         batch_size: 4,
         auxiliary: true,
-        augment: Augment { crop_padding: 1, flip: true, cutout: 2 },
+        augment: Augment {
+            crop_padding: 1,
+            flip: true,
+            cutout: 2,
+        },
         seed: 3,
         steps_per_epoch: Some(2),
         eval_batch_size: 4,
@@ -41,7 +57,10 @@ fn tiny(epochs: usize) -> TrainConfig {
 
 fn weights(path: &std::path::Path) -> Vec<(String, Vec<f32>)> {
     let map = candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
-    let mut v: Vec<_> = map.into_iter().map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1().unwrap())).collect();
+    let mut v: Vec<_> = map
+        .into_iter()
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
 }
@@ -56,8 +75,14 @@ fn train_then_evaluate_agree_and_resume_is_exact() {
     let resumed = train(&tiny(2), &genotype, &splits(), dir_a.path(), &mut Silent).unwrap();
     assert_eq!(resumed.resumed_from_epoch, 1);
     let straight = train(&tiny(2), &genotype, &splits(), dir_b.path(), &mut Silent).unwrap();
-    assert_eq!(weights(&resumed.weights_path), weights(&straight.weights_path));
-    assert_eq!(resumed.metrics[1]["train_loss"], straight.metrics[1]["train_loss"]);
+    assert_eq!(
+        weights(&resumed.weights_path),
+        weights(&straight.weights_path)
+    );
+    assert_eq!(
+        resumed.metrics[1]["train_loss"],
+        straight.metrics[1]["train_loss"]
+    );
 
     let m = &straight.metrics;
     assert_eq!(m.len(), 2);
@@ -73,14 +98,32 @@ fn train_then_evaluate_agree_and_resume_is_exact() {
     assert!((eval.error - (100.0 - eval.accuracy)).abs() < 1e-12);
     assert_eq!(eval.params, straight.params);
     // The auxiliary head is excluded from the count, and is large at C=4.
-    let without_aux = evaluate(&straight.weights_path, &genotype, &TrainConfig { auxiliary: false, ..tiny(2) }, &splits().test).unwrap();
+    let without_aux = evaluate(
+        &straight.weights_path,
+        &genotype,
+        &TrainConfig {
+            auxiliary: false,
+            ..tiny(2)
+        },
+        &splits().test,
+    )
+    .unwrap();
     assert_eq!(without_aux.params, eval.params);
     assert_eq!(without_aux.accuracy, eval.accuracy);
 
     // Weights for another network shape are refused, naming the file.
     let err = format!(
         "{:#}",
-        evaluate(&straight.weights_path, &genotype, &TrainConfig { init_channels: 6, ..tiny(2) }, &splits().test).unwrap_err()
+        evaluate(
+            &straight.weights_path,
+            &genotype,
+            &TrainConfig {
+                init_channels: 6,
+                ..tiny(2)
+            },
+            &splits().test
+        )
+        .unwrap_err()
     );
     assert!(err.contains("weights.safetensors"), "{err}");
 }
@@ -89,9 +132,20 @@ fn train_then_evaluate_agree_and_resume_is_exact() {
 fn diverging_training_fails_naming_epoch_and_step() {
     let genotype = builtin("DARTS_V2").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = TrainConfig { lr: 1e30, grad_clip: 1e30, steps_per_epoch: Some(3), ..tiny(1) };
-    let err = format!("{:#}", train(&cfg, &genotype, &splits(), dir.path(), &mut Silent).unwrap_err());
+    let cfg = TrainConfig {
+        lr: 1e30,
+        grad_clip: 1e30,
+        steps_per_epoch: Some(3),
+        ..tiny(1)
+    };
+    let err = format!(
+        "{:#}",
+        train(&cfg, &genotype, &splits(), dir.path(), &mut Silent).unwrap_err()
+    );
     eprintln!("divergence error: {err}");
-    assert!(err.contains("at epoch 0") && err.contains("loss is"), "{err}");
+    assert!(
+        err.contains("at epoch 0") && err.contains("loss is"),
+        "{err}"
+    );
     assert!(!dir.path().join("checkpoint.json").exists());
 }

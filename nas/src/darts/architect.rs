@@ -12,11 +12,23 @@ use crate::train::optim::{global_norm, Sgd};
 
 /// A supernet whose mixing weights ([edges × ops] per cell type) come from outside.
 pub trait MixedNet {
-    fn logits(&self, x: &Tensor, normal: &Tensor, reduce: &Tensor, train: bool) -> candle_core::Result<Tensor>;
+    fn logits(
+        &self,
+        x: &Tensor,
+        normal: &Tensor,
+        reduce: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<Tensor>;
 }
 
 impl MixedNet for crate::darts::model_search::SearchNetwork {
-    fn logits(&self, x: &Tensor, normal: &Tensor, reduce: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+    fn logits(
+        &self,
+        x: &Tensor,
+        normal: &Tensor,
+        reduce: &Tensor,
+        train: bool,
+    ) -> candle_core::Result<Tensor> {
         self.forward_t(x, normal, reduce, train)
     }
 }
@@ -74,7 +86,12 @@ pub fn first_order(net: &NetVars, alphas: &[Var; 2], valid: Batch) -> Result<([T
 /// `w' = w − η·(μ·buf + ∇_w L_tr(w, α) + λ·w)`, with η, μ, λ and the momentum
 /// buffers (zero before the first weight step) taken from the weight optimiser.
 /// No clipping, as in DARTS. Returns w' in the order of `net.weights`.
-pub fn unrolled_weights(net: &NetVars, alphas: &[Var; 2], train: Batch, sgd: &Sgd) -> Result<Vec<Tensor>> {
+pub fn unrolled_weights(
+    net: &NetVars,
+    alphas: &[Var; 2],
+    train: Batch,
+    sgd: &Sgd,
+) -> Result<Vec<Tensor>> {
     let l = loss(net.net, alphas, train)?;
     let grads = l.backward()?;
     let (lr, mu, wd) = (sgd.lr(), sgd.momentum(), sgd.weight_decay());
@@ -110,7 +127,11 @@ pub fn second_order(
     valid: Batch,
     sgd: &Sgd,
 ) -> Result<([Tensor; 2], f64)> {
-    let original: Vec<Tensor> = net.weights.iter().map(|(_, w)| w.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
+    let original: Vec<Tensor> = net
+        .weights
+        .iter()
+        .map(|(_, w)| w.as_tensor().copy())
+        .collect::<candle_core::Result<_>>()?;
     let result = second_order_inner(net, alphas, train, valid, sgd, &original);
     // Restore w even when a step failed, so an error leaves the network intact.
     set_all(net.weights, &original).context("restoring the weights after the unrolled step")?;
@@ -129,13 +150,21 @@ fn second_order_inner(
     let unrolled = unrolled_weights(net, alphas, train, sgd)?;
 
     // Direct term and v at w'; the BN stats this forward writes are discarded.
-    let stats: Vec<Tensor> = net.buffers.iter().map(|(_, b)| b.as_tensor().copy()).collect::<candle_core::Result<_>>()?;
+    let stats: Vec<Tensor> = net
+        .buffers
+        .iter()
+        .map(|(_, b)| b.as_tensor().copy())
+        .collect::<candle_core::Result<_>>()?;
     set_all(net.weights, &unrolled)?;
     let l_val = loss(net.net, alphas, valid)?;
     let val_value = crate::train::metrics::scalar(&l_val)?;
     let grads = l_val.backward()?;
     let direct = alpha_grads(&grads, alphas)?;
-    let v: Vec<Option<Tensor>> = net.weights.iter().map(|(_, w)| grads.get(w.as_tensor()).cloned()).collect();
+    let v: Vec<Option<Tensor>> = net
+        .weights
+        .iter()
+        .map(|(_, w)| grads.get(w.as_tensor()).cloned())
+        .collect();
     drop(grads);
     set_all(net.buffers, &stats)?;
 
@@ -168,7 +197,9 @@ fn second_order_inner(
         let hvp_term = ((&plus[i] - &minus[i])? * scale)?;
         out.push((&direct[i] - hvp_term)?);
     }
-    let [n, r]: [Tensor; 2] = out.try_into().map_err(|_| anyhow::anyhow!("two alpha gradients expected"))?;
+    let [n, r]: [Tensor; 2] = out
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("two alpha gradients expected"))?;
     Ok(([n, r], val_value))
 }
 

@@ -26,7 +26,9 @@ use crate::darts::model_search::{SearchNetConfig, SearchNetwork};
 use crate::data::{batches, random_batch, search_split, Augment, DataSplits, Dataset};
 use crate::genotype::{try_derive_darts, Genotype};
 use crate::rng::{rng_for, Rng};
-use crate::train::checkpoint::{restore_varmap, save_safetensors_atomic, snapshot_varmap, Checkpoint};
+use crate::train::checkpoint::{
+    restore_varmap, save_safetensors_atomic, snapshot_varmap, Checkpoint,
+};
 use crate::train::metrics::{divergence_advice, ensure_finite, scalar, top1_percent, Meter};
 use crate::train::optim::{clip_grad_norm, cosine_lr, Adam, Sgd};
 use crate::train::Observer;
@@ -96,7 +98,11 @@ impl Default for SearchConfig {
             alpha_init_std: 1e-3,
             steps_per_epoch: None,
             scheduler_step_at_start: false,
-            augment: Augment { crop_padding: 4, flip: true, cutout: 0 },
+            augment: Augment {
+                crop_padding: 4,
+                flip: true,
+                cutout: 0,
+            },
             eval_batch_size: 64,
             max_valid_samples: None,
         }
@@ -106,7 +112,11 @@ impl Default for SearchConfig {
 impl SearchConfig {
     /// Learning rate of (0-based) epoch `epoch`.
     pub fn lr_at(&self, epoch: usize) -> f64 {
-        let t = if self.scheduler_step_at_start { epoch + 1 } else { epoch };
+        let t = if self.scheduler_step_at_start {
+            epoch + 1
+        } else {
+            epoch
+        };
         cosine_lr(self.lr, self.lr_min, t.min(self.epochs), self.epochs)
     }
 
@@ -127,11 +137,15 @@ impl SearchConfig {
     }
 
     fn validate(&self) -> Result<()> {
-        if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 || self.layers == 0 {
+        if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 || self.layers == 0
+        {
             bail!("search: epochs, batch_size, eval_batch_size and layers must be at least 1");
         }
         if !(self.train_portion > 0.0 && self.train_portion < 1.0) {
-            bail!("search: train_portion must be in (0, 1), got {}", self.train_portion);
+            bail!(
+                "search: train_portion must be in (0, 1), got {}",
+                self.train_portion
+            );
         }
         if self.init_channels == 0 {
             bail!("search: init_channels must be at least 1");
@@ -223,12 +237,31 @@ impl Darts {
                     (cfg.alpha_init_std * z) as f32
                 })
                 .collect();
-            Ok(Var::from_tensor(&Tensor::from_vec(values, (edges, ops), device)?)?)
+            Ok(Var::from_tensor(&Tensor::from_vec(
+                values,
+                (edges, ops),
+                device,
+            )?)?)
         };
         let alphas = [init()?, init()?];
-        let named = vec![("alphas_normal".to_string(), alphas[0].clone()), ("alphas_reduce".to_string(), alphas[1].clone())];
-        let adam = Adam::new(named, cfg.arch_lr, (cfg.arch_beta1, cfg.arch_beta2), 1e-8, cfg.arch_weight_decay);
-        Ok(Self { alphas, adam, order: cfg.order, primitives, steps })
+        let named = vec![
+            ("alphas_normal".to_string(), alphas[0].clone()),
+            ("alphas_reduce".to_string(), alphas[1].clone()),
+        ];
+        let adam = Adam::new(
+            named,
+            cfg.arch_lr,
+            (cfg.arch_beta1, cfg.arch_beta2),
+            1e-8,
+            cfg.arch_weight_decay,
+        );
+        Ok(Self {
+            alphas,
+            adam,
+            order: cfg.order,
+            primitives,
+            steps,
+        })
     }
 
     pub fn alpha_vars(&self) -> &[Var; 2] {
@@ -257,7 +290,10 @@ impl ArchMethod for Darts {
     }
 
     fn alphas(&self) -> Result<EpochAlphas> {
-        Ok(EpochAlphas { normal: self.alphas[0].as_tensor().to_vec2()?, reduce: self.alphas[1].as_tensor().to_vec2()? })
+        Ok(EpochAlphas {
+            normal: self.alphas[0].as_tensor().to_vec2()?,
+            reduce: self.alphas[1].as_tensor().to_vec2()?,
+        })
     }
 
     fn genotype(&self) -> Result<Genotype> {
@@ -267,10 +303,21 @@ impl ArchMethod for Darts {
 
     fn state(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = vec![
-            ("alphas_normal".to_string(), self.alphas[0].as_tensor().copy()?),
-            ("alphas_reduce".to_string(), self.alphas[1].as_tensor().copy()?),
+            (
+                "alphas_normal".to_string(),
+                self.alphas[0].as_tensor().copy()?,
+            ),
+            (
+                "alphas_reduce".to_string(),
+                self.alphas[1].as_tensor().copy()?,
+            ),
         ];
-        out.extend(self.adam.state().into_iter().map(|(k, t)| (format!("adam.{k}"), t)));
+        out.extend(
+            self.adam
+                .state()
+                .into_iter()
+                .map(|(k, t)| (format!("adam.{k}"), t)),
+        );
         Ok(out)
     }
 
@@ -282,7 +329,11 @@ impl ArchMethod for Darts {
                 "alphas_normal" | "alphas_reduce" => {
                     let i = usize::from(key == "alphas_reduce");
                     if t.shape() != self.alphas[i].shape() {
-                        bail!("checkpoint `{key}` has shape {:?}, expected {:?}", t.shape(), self.alphas[i].shape());
+                        bail!(
+                            "checkpoint `{key}` has shape {:?}, expected {:?}",
+                            t.shape(),
+                            self.alphas[i].shape()
+                        );
                     }
                     self.alphas[i].set(t)?;
                     seen[i] = true;
@@ -337,7 +388,8 @@ pub fn search(
         stem_multiplier: 3,
     };
     let primitives = nasflow_ops::Primitive::DARTS;
-    let net = SearchNetwork::new(&net_cfg, &primitives, vb).context("building the DARTS search network")?;
+    let net = SearchNetwork::new(&net_cfg, &primitives, vb)
+        .context("building the DARTS search network")?;
     nasflow_ops::init_pytorch_default(&varmap, &mut rng_for(cfg.seed, STREAM_WEIGHT_INIT))?;
     let names: Vec<&'static str> = primitives.iter().map(|p| p.name()).collect();
     let mut method = Darts::new(
@@ -384,7 +436,11 @@ pub fn run_search(
     let buffers = non_trainable_vars(varmap, &weights)?;
     let params = crate::params::count_params(varmap, None);
     let mut sgd = Sgd::new(weights.clone(), cfg.lr, cfg.momentum, cfg.weight_decay);
-    let netvars = NetVars { net, weights: &weights, buffers: &buffers };
+    let netvars = NetVars {
+        net,
+        weights: &weights,
+        buffers: &buffers,
+    };
 
     let mut history = History::default();
     let resumed_from_epoch = match Checkpoint::load(work_dir, &device)? {
@@ -395,15 +451,24 @@ pub fn run_search(
             sgd.load_state(ck.optimizer("weights"))?;
             method.load_state(ck.optimizer("arch"))?;
             history = serde_json::from_value(ck.meta["history"].clone()).with_context(|| {
-                format!("search checkpoint in {} has no readable history; delete it to restart", work_dir.display())
+                format!(
+                    "search checkpoint in {} has no readable history; delete it to restart",
+                    work_dir.display()
+                )
             })?;
-            tracing::info!(epoch = history.metrics.len(), "search: resuming from checkpoint in {}", work_dir.display());
+            tracing::info!(
+                epoch = history.metrics.len(),
+                "search: resuming from checkpoint in {}",
+                work_dir.display()
+            );
             history.metrics.len()
         }
     };
 
     let steps_full = train_set.len().div_ceil(cfg.batch_size);
-    let steps = cfg.steps_per_epoch.map_or(steps_full, |cap| cap.min(steps_full));
+    let steps = cfg
+        .steps_per_epoch
+        .map_or(steps_full, |cap| cap.min(steps_full));
 
     for epoch in resumed_from_epoch..cfg.epochs {
         let started = Instant::now();
@@ -414,14 +479,36 @@ pub fn run_search(
 
         let mut data_rng = epoch_rng(cfg.seed, epoch, 0);
         let mut valid_rng = epoch_rng(cfg.seed, epoch, 1);
-        let (mut loss_m, mut acc_m, mut arch_m) = (Meter::default(), Meter::default(), Meter::default());
-        for (step, batch) in batches(&train_set, cfg.batch_size, true, &cfg.augment, &mut data_rng, false).take(steps).enumerate() {
+        let (mut loss_m, mut acc_m, mut arch_m) =
+            (Meter::default(), Meter::default(), Meter::default());
+        for (step, batch) in batches(
+            &train_set,
+            cfg.batch_size,
+            true,
+            &cfg.augment,
+            &mut data_rng,
+            false,
+        )
+        .take(steps)
+        .enumerate()
+        {
             let (x, y) = batch?;
             let (xv, yv) = random_batch(&valid_set, cfg.batch_size, &cfg.augment, &mut valid_rng)?;
             let n = y.dims1()?;
 
-            let arch_loss = method.arch_step(&netvars, &sgd, Batch { x: &x, y: &y }, Batch { x: &xv, y: &yv })?;
-            ensure_finite(arch_loss, "search: architecture (validation) loss", epoch, step, &advice)?;
+            let arch_loss = method.arch_step(
+                &netvars,
+                &sgd,
+                Batch { x: &x, y: &y },
+                Batch { x: &xv, y: &yv },
+            )?;
+            ensure_finite(
+                arch_loss,
+                "search: architecture (validation) loss",
+                epoch,
+                step,
+                &advice,
+            )?;
             arch_m.add(arch_loss, yv.dims1()?);
 
             let (mix_n, mix_r) = method.mixing(true)?;
@@ -439,7 +526,14 @@ pub fn run_search(
         }
 
         let (mix_n, mix_r) = method.mixing(false)?;
-        let (valid_loss, valid_acc) = infer(net, &mix_n, &mix_r, valid_eval, cfg.eval_batch_size, cfg.seed)?;
+        let (valid_loss, valid_acc) = infer(
+            net,
+            &mix_n,
+            &mix_r,
+            valid_eval,
+            cfg.eval_batch_size,
+            cfg.seed,
+        )?;
         ensure_finite(valid_loss, "search: validation loss", epoch, steps, &advice)?;
         let genotype = method.genotype()?;
         let record = json!({
@@ -454,8 +548,14 @@ pub fn run_search(
             "seconds": started.elapsed().as_secs_f64(),
         });
         tracing::info!(
-            epoch, lr, train_loss = loss_m.mean(), train_acc = acc_m.mean(), valid_loss, valid_acc,
-            "search epoch done; genotype = {}", genotype.to_darts_text()
+            epoch,
+            lr,
+            train_loss = loss_m.mean(),
+            train_acc = acc_m.mean(),
+            valid_loss,
+            valid_acc,
+            "search epoch done; genotype = {}",
+            genotype.to_darts_text()
         );
         history.metrics.push(record.clone());
         history.alphas.push(method.alphas()?);
@@ -463,7 +563,12 @@ pub fn run_search(
 
         let ck = Checkpoint {
             model: snapshot_varmap(varmap)?,
-            optimizers: [("weights".to_string(), sgd.state()), ("arch".to_string(), method.state()?)].into_iter().collect(),
+            optimizers: [
+                ("weights".to_string(), sgd.state()),
+                ("arch".to_string(), method.state()?),
+            ]
+            .into_iter()
+            .collect(),
             extra: Default::default(),
             meta: json!({ "config": cfg.to_json(), "history": history }),
         };
@@ -507,8 +612,14 @@ struct History {
 }
 
 /// Variables the forward pass writes but no optimiser owns (BN running stats), sorted.
-pub fn non_trainable_vars(varmap: &VarMap, trainable: &[(String, Var)]) -> Result<Vec<(String, Var)>> {
-    let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
+pub fn non_trainable_vars(
+    varmap: &VarMap,
+    trainable: &[(String, Var)],
+) -> Result<Vec<(String, Var)>> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
     let mut out: Vec<(String, Var)> = data
         .iter()
         .filter(|(name, _)| !trainable.iter().any(|(t, _)| t == *name))
@@ -520,17 +631,29 @@ pub fn non_trainable_vars(varmap: &VarMap, trainable: &[(String, Var)]) -> Resul
 
 /// Refuses to resume under a different configuration (only `epochs` may
 /// grow), or past the requested number of epochs.
-pub(crate) fn check_resumable(meta: &Value, current: &Value, epochs: usize, dir: &Path) -> Result<()> {
+pub(crate) fn check_resumable(
+    meta: &Value,
+    current: &Value,
+    epochs: usize,
+    dir: &Path,
+) -> Result<()> {
     let saved = &meta["config"];
     let mut differing = Vec::new();
     if let (Some(saved), Some(current)) = (saved.as_object(), current.as_object()) {
         for (key, value) in current {
             if key != "epochs" && saved.get(key) != Some(value) {
-                differing.push(format!("{key}: checkpoint {} vs now {}", saved.get(key).unwrap_or(&Value::Null), value));
+                differing.push(format!(
+                    "{key}: checkpoint {} vs now {}",
+                    saved.get(key).unwrap_or(&Value::Null),
+                    value
+                ));
             }
         }
     } else {
-        bail!("checkpoint in {} has no config; delete it to restart", dir.display());
+        bail!(
+            "checkpoint in {} has no config; delete it to restart",
+            dir.display()
+        );
     }
     if !differing.is_empty() {
         bail!(
@@ -550,7 +673,14 @@ pub(crate) fn check_resumable(meta: &Value, current: &Value, epochs: usize, dir:
 }
 
 /// Mean loss and top-1 accuracy (percent) over a data set, eval mode, no augmentation.
-fn infer(net: &dyn architect::MixedNet, mix_n: &Tensor, mix_r: &Tensor, ds: &Dataset, batch_size: usize, seed: u64) -> Result<(f64, f64)> {
+fn infer(
+    net: &dyn architect::MixedNet,
+    mix_n: &Tensor,
+    mix_r: &Tensor,
+    ds: &Dataset,
+    batch_size: usize,
+    seed: u64,
+) -> Result<(f64, f64)> {
     let (mix_n, mix_r) = (mix_n.detach(), mix_r.detach());
     let mut rng = rng_for(seed, STREAM_EVAL); // unused when not shuffling
     let (mut loss_m, mut acc_m) = (Meter::default(), Meter::default());

@@ -37,7 +37,8 @@ pub struct Checkpoint {
 impl Checkpoint {
     /// Writes the checkpoint into `dir` (created if needed), atomically.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        fs::create_dir_all(dir).with_context(|| format!("creating checkpoint folder {}", dir.display()))?;
+        fs::create_dir_all(dir)
+            .with_context(|| format!("creating checkpoint folder {}", dir.display()))?;
         let mut all: HashMap<String, Tensor> = HashMap::new();
         for (name, t) in &self.model {
             all.insert(format!("model/{name}"), t.clone());
@@ -59,8 +60,11 @@ impl Checkpoint {
         candle_core::safetensors::save(&all, &tmp)
             .with_context(|| format!("writing checkpoint tensors to {}", tmp.display()))?;
         let bytes = fs::read(&tmp).with_context(|| format!("reading back {}", tmp.display()))?;
-        File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))?;
-        fs::rename(&tmp, &tensors_path).with_context(|| format!("renaming {} into place", tmp.display()))?;
+        File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("syncing {}", tmp.display()))?;
+        fs::rename(&tmp, &tensors_path)
+            .with_context(|| format!("renaming {} into place", tmp.display()))?;
 
         let meta = serde_json::json!({
             "format": FORMAT,
@@ -86,15 +90,36 @@ impl Checkpoint {
         if !meta_path.exists() {
             return Ok(None);
         }
-        let restart = |p: &Path| format!("delete {} (or the folder {}) to restart from scratch", p.display(), dir.display());
-        let text = fs::read_to_string(&meta_path).with_context(|| format!("reading {}", meta_path.display()))?;
-        let json: serde_json::Value = serde_json::from_str(&text)
-            .with_context(|| format!("checkpoint {} is corrupt (not JSON); {}", meta_path.display(), restart(&meta_path)))?;
+        let restart = |p: &Path| {
+            format!(
+                "delete {} (or the folder {}) to restart from scratch",
+                p.display(),
+                dir.display()
+            )
+        };
+        let text = fs::read_to_string(&meta_path)
+            .with_context(|| format!("reading {}", meta_path.display()))?;
+        let json: serde_json::Value = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "checkpoint {} is corrupt (not JSON); {}",
+                meta_path.display(),
+                restart(&meta_path)
+            )
+        })?;
         if json.get("format").and_then(|v| v.as_u64()) != Some(FORMAT) {
-            bail!("checkpoint {} has an unknown format; {}", meta_path.display(), restart(&meta_path));
+            bail!(
+                "checkpoint {} has an unknown format; {}",
+                meta_path.display(),
+                restart(&meta_path)
+            );
         }
         let bytes = fs::read(&tensors_path).with_context(|| {
-            format!("checkpoint {} names missing tensors {}; {}", meta_path.display(), tensors_path.display(), restart(&meta_path))
+            format!(
+                "checkpoint {} names missing tensors {}; {}",
+                meta_path.display(),
+                tensors_path.display(),
+                restart(&meta_path)
+            )
         })?;
         let want_len = json.get("tensors_bytes").and_then(|v| v.as_u64());
         let want_sum = json.get("tensors_fnv1a64").and_then(|v| v.as_str());
@@ -108,19 +133,35 @@ impl Checkpoint {
             );
         }
         let all = candle_core::safetensors::load_buffer(&bytes, device).with_context(|| {
-            format!("checkpoint {} is corrupt; {}", tensors_path.display(), restart(&tensors_path))
+            format!(
+                "checkpoint {} is corrupt; {}",
+                tensors_path.display(),
+                restart(&tensors_path)
+            )
         })?;
 
-        let mut ck = Checkpoint { meta: json.get("meta").cloned().unwrap_or_default(), ..Default::default() };
+        let mut ck = Checkpoint {
+            meta: json.get("meta").cloned().unwrap_or_default(),
+            ..Default::default()
+        };
         for (key, t) in all {
             if let Some(name) = key.strip_prefix("model/") {
                 ck.model.insert(name.to_string(), t);
             } else if let Some(name) = key.strip_prefix("extra/") {
                 ck.extra.insert(name.to_string(), t);
-            } else if let Some((opt, k)) = key.strip_prefix("optim/").and_then(|r| r.split_once('/')) {
-                ck.optimizers.entry(opt.to_string()).or_default().push((k.to_string(), t));
+            } else if let Some((opt, k)) =
+                key.strip_prefix("optim/").and_then(|r| r.split_once('/'))
+            {
+                ck.optimizers
+                    .entry(opt.to_string())
+                    .or_default()
+                    .push((k.to_string(), t));
             } else {
-                bail!("checkpoint {} holds an unexpected entry `{key}`; {}", tensors_path.display(), restart(&tensors_path));
+                bail!(
+                    "checkpoint {} holds an unexpected entry `{key}`; {}",
+                    tensors_path.display(),
+                    restart(&tensors_path)
+                );
             }
         }
         for state in ck.optimizers.values_mut() {
@@ -131,11 +172,16 @@ impl Checkpoint {
 
     /// An optimiser's state, empty when the checkpoint has none for it.
     pub fn optimizer(&self, name: &str) -> &[(String, Tensor)] {
-        self.optimizers.get(name).map(|v| v.as_slice()).unwrap_or(&[])
+        self.optimizers
+            .get(name)
+            .map(|v| v.as_slice())
+            .unwrap_or(&[])
     }
 
     pub fn extra(&self, name: &str) -> Result<&Tensor> {
-        self.extra.get(name).with_context(|| format!("checkpoint has no tensor `{name}`"))
+        self.extra
+            .get(name)
+            .with_context(|| format!("checkpoint has no tensor `{name}`"))
     }
 
     pub fn paths(dir: &Path) -> (PathBuf, PathBuf) {
@@ -145,22 +191,41 @@ impl Checkpoint {
 
 /// Copies of every variable in a VarMap (weights and BN running stats).
 pub fn snapshot_varmap(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
-    let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
-    data.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?))).collect()
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
+    data.iter()
+        .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+        .collect()
 }
 
 /// Sets every variable of `varmap` from `values`; a variable missing from
 /// `values` or with another shape is an error (wrong network for this file).
-pub fn restore_varmap(varmap: &VarMap, values: &HashMap<String, Tensor>, source: &str) -> Result<()> {
-    let data = varmap.data().lock().map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
+pub fn restore_varmap(
+    varmap: &VarMap,
+    values: &HashMap<String, Tensor>,
+    source: &str,
+) -> Result<()> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
     for (name, var) in data.iter() {
-        let t = values
-            .get(name)
-            .with_context(|| format!("{source} has no tensor `{name}`: it was written for another network configuration"))?;
+        let t = values.get(name).with_context(|| {
+            format!(
+                "{source} has no tensor `{name}`: it was written for another network configuration"
+            )
+        })?;
         if t.shape() != var.shape() {
-            bail!("{source}: `{name}` has shape {:?}, the network expects {:?}", t.shape(), var.shape());
+            bail!(
+                "{source}: `{name}` has shape {:?}, the network expects {:?}",
+                t.shape(),
+                var.shape()
+            );
         }
-        var.set(&t.to_dtype(var.dtype())?).with_context(|| format!("{source}: setting `{name}`"))?;
+        var.set(&t.to_dtype(var.dtype())?)
+            .with_context(|| format!("{source}: setting `{name}`"))?;
     }
     Ok(())
 }
@@ -170,19 +235,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     {
         let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(bytes).with_context(|| format!("writing {}", tmp.display()))?;
-        f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+        f.write_all(bytes)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        f.sync_all()
+            .with_context(|| format!("syncing {}", tmp.display()))?;
     }
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 
 /// Saves tensors as safetensors atomically (temp file, fsync, rename).
 pub fn save_safetensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     let tmp = path.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(tensors, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    candle_core::safetensors::save(tensors, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", tmp.display()))?;
+    fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }
 

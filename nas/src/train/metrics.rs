@@ -37,7 +37,11 @@ pub fn top1_percent(logits: &Tensor, labels: &Tensor) -> Result<f64> {
         return Ok(0.0);
     }
     let pred = logits.argmax(D::Minus1)?;
-    let correct = pred.eq(&labels.to_dtype(pred.dtype())?)?.to_dtype(DType::F64)?.sum_all()?.to_scalar::<f64>()?;
+    let correct = pred
+        .eq(&labels.to_dtype(pred.dtype())?)?
+        .to_dtype(DType::F64)?
+        .sum_all()?
+        .to_scalar::<f64>()?;
     Ok(100.0 * correct / n as f64)
 }
 
@@ -47,7 +51,13 @@ pub fn scalar(loss: &Tensor) -> Result<f64> {
 }
 
 /// Fails when a loss is NaN or infinite, naming where it happened.
-pub fn ensure_finite(value: f64, what: &str, epoch: usize, step: usize, advice: &str) -> Result<()> {
+pub fn ensure_finite(
+    value: f64,
+    what: &str,
+    epoch: usize,
+    step: usize,
+    advice: &str,
+) -> Result<()> {
     if !value.is_finite() {
         bail!("{what} is {value} at epoch {epoch}, step {step}: training diverged. {advice}");
     }

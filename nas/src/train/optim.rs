@@ -26,7 +26,13 @@ pub struct Sgd {
 
 impl Sgd {
     pub fn new(vars: Vec<(String, Var)>, lr: f64, momentum: f64, weight_decay: f64) -> Self {
-        Self { vars, lr, momentum, weight_decay, buffers: HashMap::new() }
+        Self {
+            vars,
+            lr,
+            momentum,
+            weight_decay,
+            buffers: HashMap::new(),
+        }
     }
 
     pub fn set_lr(&mut self, lr: f64) {
@@ -58,7 +64,9 @@ impl Sgd {
     /// One update. A variable without a gradient is left untouched, as in PyTorch.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         for (name, var) in &self.vars {
-            let Some(grad) = grads.get(var.as_tensor()) else { continue };
+            let Some(grad) = grads.get(var.as_tensor()) else {
+                continue;
+            };
             let mut d = grad.clone();
             if self.weight_decay != 0.0 {
                 d = (d + (var.as_tensor() * self.weight_decay)?)?;
@@ -72,15 +80,19 @@ impl Sgd {
                 d = buf;
             }
             let updated = (var.as_tensor() - (d * self.lr)?)?;
-            var.set(&updated).with_context(|| format!("SGD: updating `{name}`"))?;
+            var.set(&updated)
+                .with_context(|| format!("SGD: updating `{name}`"))?;
         }
         Ok(())
     }
 
     /// Momentum buffers as `momentum_buffer.<var name>`, sorted by name.
     pub fn state(&self) -> Vec<(String, Tensor)> {
-        let mut out: Vec<_> =
-            self.buffers.iter().map(|(n, t)| (format!("momentum_buffer.{n}"), t.clone())).collect();
+        let mut out: Vec<_> = self
+            .buffers
+            .iter()
+            .map(|(n, t)| (format!("momentum_buffer.{n}"), t.clone()))
+            .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
@@ -120,8 +132,22 @@ struct AdamMoments {
 }
 
 impl Adam {
-    pub fn new(vars: Vec<(String, Var)>, lr: f64, betas: (f64, f64), eps: f64, weight_decay: f64) -> Self {
-        Self { vars, lr, beta1: betas.0, beta2: betas.1, eps, weight_decay, moments: HashMap::new() }
+    pub fn new(
+        vars: Vec<(String, Var)>,
+        lr: f64,
+        betas: (f64, f64),
+        eps: f64,
+        weight_decay: f64,
+    ) -> Self {
+        Self {
+            vars,
+            lr,
+            beta1: betas.0,
+            beta2: betas.1,
+            eps,
+            weight_decay,
+            moments: HashMap::new(),
+        }
     }
 
     pub fn set_lr(&mut self, lr: f64) {
@@ -134,8 +160,11 @@ impl Adam {
 
     /// One update with the gradients in `grads`.
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        let found: Vec<Option<Tensor>> =
-            self.vars.iter().map(|(_, v)| grads.get(v.as_tensor()).cloned()).collect();
+        let found: Vec<Option<Tensor>> = self
+            .vars
+            .iter()
+            .map(|(_, v)| grads.get(v.as_tensor()).cloned())
+            .collect();
         self.step_with(&found)
     }
 
@@ -143,7 +172,11 @@ impl Adam {
     /// DARTS's second-order architecture gradient is not in a GradStore.
     pub fn step_with(&mut self, grads: &[Option<Tensor>]) -> Result<()> {
         if grads.len() != self.vars.len() {
-            bail!("Adam: {} gradients for {} variables", grads.len(), self.vars.len());
+            bail!(
+                "Adam: {} gradients for {} variables",
+                grads.len(),
+                self.vars.len()
+            );
         }
         for ((name, var), grad) in self.vars.iter().zip(grads) {
             let Some(grad) = grad else { continue };
@@ -154,7 +187,11 @@ impl Adam {
             }
             let m = match self.moments.remove(name) {
                 Some(m) => m,
-                None => AdamMoments { step: 0, exp_avg: theta.zeros_like()?, exp_avg_sq: theta.zeros_like()? },
+                None => AdamMoments {
+                    step: 0,
+                    exp_avg: theta.zeros_like()?,
+                    exp_avg_sq: theta.zeros_like()?,
+                },
             };
             let step = m.step + 1;
             let exp_avg = ((m.exp_avg * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
@@ -163,8 +200,16 @@ impl Adam {
             let bias2 = 1.0 - self.beta2.powi(step as i32);
             let denom = ((exp_avg_sq.sqrt()? / bias2.sqrt())? + self.eps)?;
             let update = ((&exp_avg / denom)? * (self.lr / bias1))?;
-            var.set(&(theta - update)?).with_context(|| format!("Adam: updating `{name}`"))?;
-            self.moments.insert(name.clone(), AdamMoments { step, exp_avg, exp_avg_sq });
+            var.set(&(theta - update)?)
+                .with_context(|| format!("Adam: updating `{name}`"))?;
+            self.moments.insert(
+                name.clone(),
+                AdamMoments {
+                    step,
+                    exp_avg,
+                    exp_avg_sq,
+                },
+            );
         }
         Ok(())
     }
@@ -209,7 +254,14 @@ impl Adam {
             let (Some(exp_avg_sq), Some(step)) = (avg_sq.remove(&name), steps.remove(&name)) else {
                 bail!("Adam state: incomplete moments for `{name}`");
             };
-            self.moments.insert(name, AdamMoments { step, exp_avg, exp_avg_sq });
+            self.moments.insert(
+                name,
+                AdamMoments {
+                    step,
+                    exp_avg,
+                    exp_avg_sq,
+                },
+            );
         }
         if let Some(name) = avg_sq.keys().chain(steps.keys()).next() {
             bail!("Adam state: incomplete moments for `{name}`");
@@ -222,11 +274,20 @@ fn var_shapes(vars: &[(String, Var)]) -> HashMap<&str, &candle_core::Shape> {
     vars.iter().map(|(n, v)| (n.as_str(), v.shape())).collect()
 }
 
-fn check_shape(opt: &str, name: &str, shapes: &HashMap<&str, &candle_core::Shape>, t: &Tensor) -> Result<()> {
+fn check_shape(
+    opt: &str,
+    name: &str,
+    shapes: &HashMap<&str, &candle_core::Shape>,
+    t: &Tensor,
+) -> Result<()> {
     match shapes.get(name) {
         None => bail!("{opt} state names `{name}`, which is not a variable of this network"),
         Some(s) if *s != t.shape() => {
-            bail!("{opt} state for `{name}` has shape {:?}, the variable has {:?}", t.shape(), s)
+            bail!(
+                "{opt} state for `{name}` has shape {:?}, the variable has {:?}",
+                t.shape(),
+                s
+            )
         }
         Some(_) => Ok(()),
     }
@@ -254,7 +315,11 @@ pub fn clip_grad_norm(grads: &mut GradStore, vars: &[(String, Var)], max_norm: f
 pub fn global_norm<'a>(tensors: impl Iterator<Item = &'a Tensor>) -> Result<f64> {
     let mut sum = 0.0f64;
     for t in tensors {
-        sum += t.sqr()?.sum_all()?.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+        sum += t
+            .sqr()?
+            .sum_all()?
+            .to_dtype(candle_core::DType::F64)?
+            .to_scalar::<f64>()?;
     }
     Ok(sum.sqrt())
 }

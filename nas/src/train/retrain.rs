@@ -19,7 +19,9 @@ use crate::darts::search::{augment_json, check_resumable};
 use crate::data::{batches, Augment, DataSplits, Dataset};
 use crate::genotype::Genotype;
 use crate::rng::{rng_for, Rng};
-use crate::train::checkpoint::{restore_varmap, save_safetensors_atomic, snapshot_varmap, Checkpoint};
+use crate::train::checkpoint::{
+    restore_varmap, save_safetensors_atomic, snapshot_varmap, Checkpoint,
+};
 use crate::train::metrics::{divergence_advice, ensure_finite, scalar, top1_percent, Meter};
 use crate::train::optim::{clip_grad_norm, cosine_lr, Sgd};
 use crate::train::Observer;
@@ -66,7 +68,11 @@ impl Default for TrainConfig {
             auxiliary: true,
             auxiliary_weight: 0.4,
             drop_path_prob: 0.2,
-            augment: Augment { crop_padding: 4, flip: true, cutout: 16 },
+            augment: Augment {
+                crop_padding: 4,
+                flip: true,
+                cutout: 16,
+            },
             seed: 0,
             steps_per_epoch: None,
             eval_batch_size: 96,
@@ -104,7 +110,10 @@ impl TrainConfig {
             bail!("train: epochs, batch_size and eval_batch_size must be at least 1");
         }
         if !(0.0..1.0).contains(&self.drop_path_prob) {
-            bail!("train: drop_path_prob must be in [0, 1), got {}", self.drop_path_prob);
+            bail!(
+                "train: drop_path_prob must be in [0, 1), got {}",
+                self.drop_path_prob
+            );
         }
         Ok(())
     }
@@ -168,7 +177,8 @@ pub fn train(
     let device = Device::Cpu;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let net = EvalNetwork::new(&cfg.net_config(&data.train), genotype, vb).context("building the evaluation network")?;
+    let net = EvalNetwork::new(&cfg.net_config(&data.train), genotype, vb)
+        .context("building the evaluation network")?;
     nasflow_ops::init_pytorch_default(&varmap, &mut rng_for(cfg.seed, STREAM_WEIGHT_INIT))?;
     let weights = crate::params::trainable_vars(&varmap);
     let params = crate::params::count_params(&varmap, Some(AUX_PREFIX));
@@ -183,16 +193,26 @@ pub fn train(
             check_resumable(&meta, &cfg.to_json(), cfg.epochs, work_dir)?;
             restore_varmap(&varmap, &ck.model, "train checkpoint")?;
             sgd.load_state(ck.optimizer("weights"))?;
-            metrics = serde_json::from_value(meta["history"]["metrics"].take()).with_context(|| {
-                format!("train checkpoint in {} has no readable history; delete it to restart", work_dir.display())
-            })?;
-            tracing::info!(epoch = metrics.len(), "train: resuming from checkpoint in {}", work_dir.display());
+            metrics =
+                serde_json::from_value(meta["history"]["metrics"].take()).with_context(|| {
+                    format!(
+                        "train checkpoint in {} has no readable history; delete it to restart",
+                        work_dir.display()
+                    )
+                })?;
+            tracing::info!(
+                epoch = metrics.len(),
+                "train: resuming from checkpoint in {}",
+                work_dir.display()
+            );
             metrics.len()
         }
     };
 
     let steps_full = data.train.len().div_ceil(cfg.batch_size);
-    let steps = cfg.steps_per_epoch.map_or(steps_full, |cap| cap.min(steps_full));
+    let steps = cfg
+        .steps_per_epoch
+        .map_or(steps_full, |cap| cap.min(steps_full));
     for epoch in resumed_from_epoch..cfg.epochs {
         let started = Instant::now();
         let lr = cfg.lr_at(epoch);
@@ -204,13 +224,24 @@ pub fn train(
         let mut data_rng = epoch_rng(cfg.seed, epoch, 0);
         let mut drop_rng = epoch_rng(cfg.seed, epoch, 1);
         let (mut loss_m, mut acc_m) = (Meter::default(), Meter::default());
-        for (step, batch) in batches(&data.train, cfg.batch_size, true, &cfg.augment, &mut data_rng, false).take(steps).enumerate() {
+        for (step, batch) in batches(
+            &data.train,
+            cfg.batch_size,
+            true,
+            &cfg.augment,
+            &mut data_rng,
+            false,
+        )
+        .take(steps)
+        .enumerate()
+        {
             let (x, y) = batch?;
             let n = y.dims1()?;
             let (logits, aux) = net.forward_t(&x, true, drop_prob as f32, &mut drop_rng)?;
             let mut loss = candle_nn::loss::cross_entropy(&logits, &y)?;
             if let Some(aux) = aux {
-                loss = (loss + (candle_nn::loss::cross_entropy(&aux, &y)? * cfg.auxiliary_weight)?)?;
+                loss =
+                    (loss + (candle_nn::loss::cross_entropy(&aux, &y)? * cfg.auxiliary_weight)?)?;
             }
             let loss_value = scalar(&loss)?;
             ensure_finite(loss_value, "train: training loss", epoch, step, &advice)?;
@@ -234,7 +265,15 @@ pub fn train(
             "test_acc": test_acc,
             "seconds": started.elapsed().as_secs_f64(),
         });
-        tracing::info!(epoch, lr, train_loss = loss_m.mean(), train_acc = acc_m.mean(), test_loss, test_acc, "train epoch done");
+        tracing::info!(
+            epoch,
+            lr,
+            train_loss = loss_m.mean(),
+            train_acc = acc_m.mean(),
+            test_loss,
+            test_acc,
+            "train epoch done"
+        );
         metrics.push(record.clone());
         let ck = Checkpoint {
             model: snapshot_varmap(&varmap)?,
@@ -252,27 +291,48 @@ pub fn train(
     if let Some(obj) = final_metrics.as_object_mut() {
         obj.insert("params".into(), json!(params));
     }
-    Ok(TrainOutcome { weights_path, metrics, final_metrics, params, resumed_from_epoch })
+    Ok(TrainOutcome {
+        weights_path,
+        metrics,
+        final_metrics,
+        params,
+        resumed_from_epoch,
+    })
 }
 
 /// Evaluates trained weights on `test` (eval mode: BN running stats, no drop
 /// path, no auxiliary head, no augmentation). `cfg` gives the network shape
 /// (init_channels, layers, auxiliary: the file must hold every var of that
 /// network) and the batch size (`eval_batch_size`).
-pub fn evaluate(weights_path: &Path, genotype: &Genotype, cfg: &TrainConfig, test: &Dataset) -> Result<EvalOutcome> {
+pub fn evaluate(
+    weights_path: &Path,
+    genotype: &Genotype,
+    cfg: &TrainConfig,
+    test: &Dataset,
+) -> Result<EvalOutcome> {
     if cfg.eval_batch_size == 0 {
         bail!("evaluate: eval_batch_size must be at least 1");
     }
     let device = Device::Cpu;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let net = EvalNetwork::new(&cfg.net_config(test), genotype, vb).context("building the evaluation network")?;
+    let net = EvalNetwork::new(&cfg.net_config(test), genotype, vb)
+        .context("building the evaluation network")?;
     let values = candle_core::safetensors::load(weights_path, &device)
         .with_context(|| format!("reading weights {}", weights_path.display()))?;
-    restore_varmap(&varmap, &values, &format!("weights file {}", weights_path.display()))?;
+    restore_varmap(
+        &varmap,
+        &values,
+        &format!("weights file {}", weights_path.display()),
+    )?;
     let params = crate::params::count_params(&varmap, Some(AUX_PREFIX));
     let (loss, accuracy) = infer(&net, test, cfg.eval_batch_size, cfg.seed)?;
-    Ok(EvalOutcome { accuracy, error: 100.0 - accuracy, loss, params })
+    Ok(EvalOutcome {
+        accuracy,
+        error: 100.0 - accuracy,
+        loss,
+        params,
+    })
 }
 
 /// Mean loss and top-1 accuracy (percent) over a data set in eval mode.
@@ -280,7 +340,14 @@ fn infer(net: &EvalNetwork, ds: &Dataset, batch_size: usize, seed: u64) -> Resul
     // Neither batching without shuffle nor an eval forward draws from it.
     let (mut batch_rng, mut drop_rng) = (rng_for(seed, STREAM_EVAL), rng_for(seed, STREAM_EVAL));
     let (mut loss_m, mut acc_m) = (Meter::default(), Meter::default());
-    for batch in batches(ds, batch_size, false, &Augment::default(), &mut batch_rng, false) {
+    for batch in batches(
+        ds,
+        batch_size,
+        false,
+        &Augment::default(),
+        &mut batch_rng,
+        false,
+    ) {
         let (x, y) = batch?;
         let n = y.dims1()?;
         let (logits, _) = net.forward_t(&x, false, 0.0, &mut drop_rng)?;
