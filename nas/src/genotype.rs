@@ -132,11 +132,7 @@ impl Cell {
                         Some(s) => format!(" (did you mean '{s}'?)"),
                         None => String::new(),
                     };
-                    out.push(format!(
-                        "{which} cell, node {i}, edge {k}: unknown op '{}'{hint}; known ops: {}",
-                        edge.op,
-                        known_ops.join(", ")
-                    ));
+                    out.push(format!("{which} cell, node {i}, edge {k}: unknown op '{}'{hint}", edge.op));
                 }
             }
         }
@@ -168,6 +164,9 @@ impl Genotype {
     pub fn validate(&self, known_ops: &[&str]) -> anyhow::Result<()> {
         let mut problems = self.normal.problems("normal", known_ops);
         problems.extend(self.reduce.problems("reduce", known_ops));
+        if problems.iter().any(|p| p.contains("unknown op")) {
+            problems.push(format!("known ops: {} (and 'none' for an absent edge)", known_ops.join(", ")));
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -214,6 +213,13 @@ impl Genotype {
 /// The candidate closest to `name` by edit distance, if it is close enough to
 /// be a plausible typo.
 pub(crate) fn did_you_mean<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    // A shortened name ("max_pool" for "max_pool_3x3") is a plausible slip too.
+    let lower = name.to_lowercase();
+    if lower.len() >= 3 {
+        if let Some(c) = candidates.iter().find(|c| c.to_lowercase().starts_with(&lower)) {
+            return Some(c);
+        }
+    }
     let (best, dist) = candidates
         .iter()
         .map(|c| (*c, edit_distance(&name.to_lowercase(), &c.to_lowercase())))
@@ -268,7 +274,8 @@ mod tests {
         g.normal.nodes[1][0].op = "transformer".into();
         let err = g.validate(&darts_ops()).unwrap_err().to_string();
         assert!(err.contains("concat lists state 2 twice"), "{err}");
-        assert!(err.contains("unknown op 'transformer'; known ops"), "{err}");
+        assert!(err.contains("unknown op 'transformer'\n"), "{err}");
+        assert!(err.ends_with("known ops: none, max_pool_3x3, avg_pool_3x3, skip_connect, sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5 (and 'none' for an absent edge)"), "{err}");
     }
 
     #[test]

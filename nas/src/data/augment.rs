@@ -242,7 +242,7 @@ mod tests {
         let flip = Augment { crop_padding: 0, flip: true, cutout: 0 };
         let outs: Vec<Vec<f32>> = (0..20).map(|s| decode_one(&d, &flip, s)).collect();
         let mirrored: Vec<f32> = (0..16).map(|k| src[(k / 4) * 4 + 3 - k % 4]).collect();
-        assert!(outs.iter().any(|o| *o == src) && outs.iter().any(|o| *o == mirrored));
+        assert!(outs.contains(&src) && outs.contains(&mirrored));
         assert!(outs.iter().all(|o| *o == src || *o == mirrored));
     }
 

@@ -8,7 +8,8 @@
 //!
 //! Also read:
 //! * any `name = ` prefix (`genotype = `, `genotype_edge_all = `, `DARTS_V2 = `)
-//!   and any constructor name; positional arguments in namedtuple order;
+//!   and any constructor name; a whole DARTS log line (text before
+//!   `Genotype(` is skipped); positional arguments in namedtuple order;
 //! * `normal_concat=[2, 3, 4, 5]` and `list(range(2, 6))`; double quotes;
 //!   unquoted op names; any whitespace and newlines; trailing commas;
 //! * the bare assignments the spec prints (`normal = [...] reduce = [...]`,
@@ -114,9 +115,10 @@ fn locate(src: &str, offset: usize) -> String {
     format!("line {line_no}, column {col}\n    {lead}{snippet}\n    {caret_pad}^")
 }
 
-fn lex(src: &str) -> Result<Lexer<'_>> {
+/// Tokens of `src[start..]`, with offsets into the whole of `src`.
+fn lex(src: &str, start: usize) -> Result<Lexer<'_>> {
     let mut toks = Vec::new();
-    let mut it = src.char_indices().peekable();
+    let mut it = src[start..].char_indices().map(|(p, c)| (p + start, c)).peekable();
     while let Some(&(pos, c)) = it.peek() {
         if c.is_whitespace() {
             it.next();
@@ -512,6 +514,7 @@ impl<'a> Parser<'a> {
 
 /// Splits a flat entry list into nodes by its length and the concat (see the
 /// module docs); the error says what was expected.
+#[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87; the workspace allows 1.85
 pub(super) fn split_flat(edges: Vec<Edge>, concat: Option<Vec<usize>>, which: &str) -> Result<Cell, String> {
     let (steps, concat) = match concat {
         Some(c) => (c.iter().max().map_or(0, |m| m.saturating_sub(1)), c),
@@ -555,7 +558,9 @@ enum Value {
 }
 
 pub(super) fn parse(s: &str) -> Result<Genotype> {
-    let lx = lex(s)?;
+    // A pasted log line ("01/02 03:04:05 PM genotype = Genotype(...)"): start at the call.
+    let start = s.find("Genotype(").unwrap_or(0);
+    let lx = lex(s, start)?;
     Parser { lx, i: 0 }.genotype()
 }
 
