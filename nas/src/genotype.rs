@@ -55,7 +55,10 @@ pub struct Edge {
 
 impl Edge {
     pub fn new(op: &str, input: usize) -> Edge {
-        Edge { op: op.to_string(), input }
+        Edge {
+            op: op.to_string(),
+            input,
+        }
     }
 }
 
@@ -132,12 +135,17 @@ impl Cell {
                         Some(s) => format!(" (did you mean '{s}'?)"),
                         None => String::new(),
                     };
-                    out.push(format!("{which} cell, node {i}, edge {k}: unknown op '{}'{hint}", edge.op));
+                    out.push(format!(
+                        "{which} cell, node {i}, edge {k}: unknown op '{}'{hint}",
+                        edge.op
+                    ));
                 }
             }
         }
         if self.concat.is_empty() {
-            out.push(format!("{which} cell: concat is empty; it must list the states that form the output"));
+            out.push(format!(
+                "{which} cell: concat is empty; it must list the states that form the output"
+            ));
         }
         let n_states = self.nodes.len() + 2;
         for (k, &c) in self.concat.iter().enumerate() {
@@ -165,7 +173,10 @@ impl Genotype {
         let mut problems = self.normal.problems("normal", known_ops);
         problems.extend(self.reduce.problems("reduce", known_ops));
         if problems.iter().any(|p| p.contains("unknown op")) {
-            problems.push(format!("known ops: {} (and 'none' for an absent edge)", known_ops.join(", ")));
+            problems.push(format!(
+                "known ops: {} (and 'none' for an absent edge)",
+                known_ops.join(", ")
+            ));
         }
         if problems.is_empty() {
             Ok(())
@@ -176,7 +187,10 @@ impl Genotype {
 
     /// The same genotype with all `none` edges removed.
     pub fn without_none(&self) -> Genotype {
-        Genotype { normal: self.normal.without_none(), reduce: self.reduce.without_none() }
+        Genotype {
+            normal: self.normal.without_none(),
+            reduce: self.reduce.without_none(),
+        }
     }
 
     /// The DARTS text form (one line, as DARTS logs it).
@@ -216,7 +230,10 @@ pub(crate) fn did_you_mean<'a>(name: &str, candidates: &[&'a str]) -> Option<&'a
     // A shortened name ("max_pool" for "max_pool_3x3") is a plausible slip too.
     let lower = name.to_lowercase();
     if lower.len() >= 3 {
-        if let Some(c) = candidates.iter().find(|c| c.to_lowercase().starts_with(&lower)) {
+        if let Some(c) = candidates
+            .iter()
+            .find(|c| c.to_lowercase().starts_with(&lower))
+        {
             return Some(c);
         }
     }
@@ -262,7 +279,10 @@ mod tests {
         g.reduce.nodes[3][0].op = "sep_conv_3x33".into();
         g.reduce.concat.push(9);
         let err = g.validate(&darts_ops()).unwrap_err().to_string();
-        assert!(err.contains("normal cell, node 0, edge 1: input 2"), "{err}");
+        assert!(
+            err.contains("normal cell, node 0, edge 1: input 2"),
+            "{err}"
+        );
         assert!(err.contains("did you mean 'sep_conv_3x3'"), "{err}");
         assert!(err.contains("concat entry 9 is out of range"), "{err}");
     }
@@ -288,8 +308,14 @@ mod tests {
 
     #[test]
     fn did_you_mean_finds_close_names_only() {
-        assert_eq!(did_you_mean("max_pool_3x", &DARTS_PRIMITIVES), Some("max_pool_3x3"));
-        assert_eq!(did_you_mean("Skip_Connect", &DARTS_PRIMITIVES), Some("skip_connect"));
+        assert_eq!(
+            did_you_mean("max_pool_3x", &DARTS_PRIMITIVES),
+            Some("max_pool_3x3")
+        );
+        assert_eq!(
+            did_you_mean("Skip_Connect", &DARTS_PRIMITIVES),
+            Some("skip_connect")
+        );
         assert_eq!(did_you_mean("lstm", &DARTS_PRIMITIVES), None);
     }
 }

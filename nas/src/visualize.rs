@@ -37,12 +37,20 @@ pub fn cell_dot(cell: &Cell, title: &str) -> String {
     let _ = writeln!(s, "digraph {} {{", dot_quote(title));
     s += "  rankdir=LR;\n";
     if !title.is_empty() {
-        let _ = writeln!(s, "  label={}; labelloc=t; fontsize=22; fontname=\"times\";", dot_quote(title));
+        let _ = writeln!(
+            s,
+            "  label={}; labelloc=t; fontsize=22; fontname=\"times\";",
+            dot_quote(title)
+        );
     }
     s += "  edge [fontsize=20, fontname=\"times\"];\n";
     s += "  node [style=filled, shape=rect, align=center, fontsize=20, height=0.5, width=0.5, penwidth=2, fontname=\"times\"];\n";
     for j in 0..2 {
-        let _ = writeln!(s, "  {} [fillcolor=darkseagreen2];", dot_quote(&state_name(j)));
+        let _ = writeln!(
+            s,
+            "  {} [fillcolor=darkseagreen2];",
+            dot_quote(&state_name(j))
+        );
     }
     for i in 0..n {
         let _ = writeln!(s, "  {} [fillcolor=lightblue];", dot_quote(&i.to_string()));
@@ -60,7 +68,11 @@ pub fn cell_dot(cell: &Cell, title: &str) -> String {
         }
     }
     for &c in &cell.concat {
-        let _ = writeln!(s, "  {} -> \"c_{{k}}\" [fillcolor=gray];", dot_quote(&state_name(c)));
+        let _ = writeln!(
+            s,
+            "  {} -> \"c_{{k}}\" [fillcolor=gray];",
+            dot_quote(&state_name(c))
+        );
     }
     s += "}\n";
     s
@@ -78,10 +90,20 @@ struct Rect {
 
 impl Rect {
     fn around(cx: f64, cy: f64, w: f64, h: f64) -> Rect {
-        Rect { x0: cx - w / 2.0, y0: cy - h / 2.0, x1: cx + w / 2.0, y1: cy + h / 2.0 }
+        Rect {
+            x0: cx - w / 2.0,
+            y0: cy - h / 2.0,
+            x1: cx + w / 2.0,
+            y1: cy + h / 2.0,
+        }
     }
     fn grow(&self, m: f64) -> Rect {
-        Rect { x0: self.x0 - m, y0: self.y0 - m, x1: self.x1 + m, y1: self.y1 + m }
+        Rect {
+            x0: self.x0 - m,
+            y0: self.y0 - m,
+            x1: self.x1 + m,
+            y1: self.y1 + m,
+        }
     }
     fn contains(&self, (x, y): (f64, f64)) -> bool {
         x > self.x0 && x < self.x1 && y > self.y0 && y < self.y1
@@ -166,9 +188,18 @@ fn curve(from: &Node, to: &Node, ports: (f64, f64), bend: f64) -> Curve {
 
 /// The bend nearest to `base` whose curve stays clear of all nodes but its ends.
 fn route(from: &Node, to: &Node, ports: (f64, f64), base: f64, nodes: &[Node]) -> Curve {
-    let obstacles: Vec<Rect> =
-        nodes.iter().filter(|o| o.state != from.state && o.state != to.state).map(|o| o.rect().grow(8.0)).collect();
-    let clear = |c: &Curve| (1..40).all(|k| obstacles.iter().all(|r| !r.contains(bezier(c, k as f64 / 40.0))));
+    let obstacles: Vec<Rect> = nodes
+        .iter()
+        .filter(|o| o.state != from.state && o.state != to.state)
+        .map(|o| o.rect().grow(8.0))
+        .collect();
+    let clear = |c: &Curve| {
+        (1..40).all(|k| {
+            obstacles
+                .iter()
+                .all(|r| !r.contains(bezier(c, k as f64 / 40.0)))
+        })
+    };
     for step in 0..=16 {
         let delta = 24.0 * (step / 2 + step % 2) as f64 * if step % 2 == 0 { 1.0 } else { -1.0 };
         let c = curve(from, to, ports, base + delta);
@@ -180,7 +211,11 @@ fn route(from: &Node, to: &Node, ports: (f64, f64), base: f64, nodes: &[Node]) -
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&apos;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&apos;")
 }
 
 /// A standalone SVG 1.1 drawing of the cell, laid out left to right.
@@ -193,13 +228,21 @@ pub fn cell_svg(cell: &Cell, title: &str) -> String {
         .nodes
         .iter()
         .enumerate()
-        .flat_map(|(i, node)| node.iter().filter(|e| e.op != NONE_OP && exists(e.input)).map(move |e| (e.input, i, e.op.as_str())))
+        .flat_map(|(i, node)| {
+            node.iter()
+                .filter(|e| e.op != NONE_OP && exists(e.input))
+                .map(move |e| (e.input, i, e.op.as_str()))
+        })
         .collect();
 
     // Layers: inputs at 0, a node one right of its furthest earlier input, output last.
     let mut layer = vec![0usize; n + 3];
     for i in 0..n {
-        let deepest = edges.iter().filter(|(s, t, _)| *t == i && *s < i + 2).map(|(s, _, _)| layer[*s]).max();
+        let deepest = edges
+            .iter()
+            .filter(|(s, t, _)| *t == i && *s < i + 2)
+            .map(|(s, _, _)| layer[*s])
+            .max();
         layer[i + 2] = deepest.map_or(1, |l| l + 1);
     }
     layer[out] = layer[..out].iter().max().copied().unwrap_or(0) + 1;
@@ -212,13 +255,25 @@ pub fn cell_svg(cell: &Cell, title: &str) -> String {
         let mut members: Vec<usize> = (0..n + 3).filter(|&s| layer[s] == l).collect();
         let key = |s: usize| -> f64 {
             let preds: Vec<f64> = if s == out {
-                cell.concat.iter().filter(|&&c| exists(c)).map(|&c| row[c]).collect()
+                cell.concat
+                    .iter()
+                    .filter(|&&c| exists(c))
+                    .map(|&c| row[c])
+                    .collect()
             } else if s >= 2 {
-                edges.iter().filter(|(_, t, _)| *t + 2 == s).map(|(src, _, _)| row[*src]).collect()
+                edges
+                    .iter()
+                    .filter(|(_, t, _)| *t + 2 == s)
+                    .map(|(src, _, _)| row[*src])
+                    .collect()
             } else {
                 vec![]
             };
-            if preds.is_empty() { s as f64 } else { preds.iter().sum::<f64>() / preds.len() as f64 }
+            if preds.is_empty() {
+                s as f64
+            } else {
+                preds.iter().sum::<f64>() / preds.len() as f64
+            }
         };
         if l > 0 {
             members.sort_by(|a, b| key(*a).total_cmp(&key(*b)).then(a.cmp(b)));
@@ -231,7 +286,10 @@ pub fn cell_svg(cell: &Cell, title: &str) -> String {
     }
 
     // Column spacing leaves room for the widest edge label.
-    let widest_label = edges.iter().map(|(_, _, op)| text_width(op, FONT_SIZE)).fold(0.0, f64::max);
+    let widest_label = edges
+        .iter()
+        .map(|(_, _, op)| text_width(op, FONT_SIZE))
+        .fold(0.0, f64::max);
     let col_w: Vec<f64> = columns
         .iter()
         .map(|c| c.iter().map(|&s| node_width(s, n)).fold(0.0, f64::max))
@@ -241,7 +299,10 @@ pub fn cell_svg(cell: &Cell, title: &str) -> String {
         widest_label + 80.0 + 12.0 * leaving
     };
     // Rows spread further apart when nodes take many edges, to keep labels apart.
-    let max_in = (0..n).map(|i| edges.iter().filter(|e| e.1 == i).count()).max().unwrap_or(0) as f64;
+    let max_in = (0..n)
+        .map(|i| edges.iter().filter(|e| e.1 == i).count())
+        .max()
+        .unwrap_or(0) as f64;
     let row_gap = 110.0 + 10.0 * max_in;
     let mut x = 0.0;
     let mut nodes: Vec<Node> = Vec::with_capacity(n + 3);
@@ -249,11 +310,17 @@ pub fn cell_svg(cell: &Cell, title: &str) -> String {
         let cx = x + col_w[l] / 2.0;
         for &s in members {
             let fill = match s {
-                0 | 1 => "#b4eeb4",            // darkseagreen2
-                s if s == out => "#eee8aa",    // palegoldenrod
-                _ => "#add8e6",                // lightblue
+                0 | 1 => "#b4eeb4",         // darkseagreen2
+                s if s == out => "#eee8aa", // palegoldenrod
+                _ => "#add8e6",             // lightblue
             };
-            nodes.push(Node { state: s, cx, cy: row[s] * row_gap, w: node_width(s, n), fill });
+            nodes.push(Node {
+                state: s,
+                cx,
+                cy: row[s] * row_gap,
+                w: node_width(s, n),
+                fill,
+            });
         }
         x += col_w[l] + gap(l);
     }
@@ -263,23 +330,42 @@ pub fn cell_svg(cell: &Cell, title: &str) -> String {
     let conns: Vec<(usize, usize, Option<&str>)> = edges
         .iter()
         .map(|&(s, t, op)| (s, t + 2, Some(op)))
-        .chain(cell.concat.iter().filter(|&&c| exists(c)).map(|&c| (c, out, None)))
+        .chain(
+            cell.concat
+                .iter()
+                .filter(|&&c| exists(c))
+                .map(|&c| (c, out, None)),
+        )
         .collect();
     let cy_of = |s: usize| node_of(s).map_or(0.0, |k| nodes[k].cy);
     // Ports: a node's edges leave (or enter) spread along its side, ordered by
     // the other end's height, so that they do not all meet in one point.
-    let port = |k: usize, mine: fn(&(usize, usize, Option<&str>)) -> usize, other: fn(&(usize, usize, Option<&str>)) -> usize| {
-        let mut same: Vec<usize> = (0..conns.len()).filter(|&m| mine(&conns[m]) == mine(&conns[k])).collect();
-        same.sort_by(|&a, &b| cy_of(other(&conns[a])).total_cmp(&cy_of(other(&conns[b]))).then(a.cmp(&b)));
+    let port = |k: usize,
+                mine: fn(&(usize, usize, Option<&str>)) -> usize,
+                other: fn(&(usize, usize, Option<&str>)) -> usize| {
+        let mut same: Vec<usize> = (0..conns.len())
+            .filter(|&m| mine(&conns[m]) == mine(&conns[k]))
+            .collect();
+        same.sort_by(|&a, &b| {
+            cy_of(other(&conns[a]))
+                .total_cmp(&cy_of(other(&conns[b])))
+                .then(a.cmp(&b))
+        });
         let m = same.len() as f64;
         let rank = same.iter().position(|&x| x == k).unwrap_or(0) as f64;
         let spread = (NODE_H - 14.0).min((m - 1.0) * 7.0);
-        if m > 1.0 { -spread / 2.0 + rank * spread / (m - 1.0) } else { 0.0 }
+        if m > 1.0 {
+            -spread / 2.0 + rank * spread / (m - 1.0)
+        } else {
+            0.0
+        }
     };
     let mut curves: Vec<(Curve, Option<&str>)> = Vec::new();
     for (k, &(s, t, op)) in conns.iter().enumerate() {
         // Parallel edges (same source and target) also bend apart.
-        let same: Vec<usize> = (0..conns.len()).filter(|&m| conns[m].0 == s && conns[m].1 == t).collect();
+        let same: Vec<usize> = (0..conns.len())
+            .filter(|&m| conns[m].0 == s && conns[m].1 == t)
+            .collect();
         let rank = same.iter().position(|&m| m == k).unwrap_or(0) as f64;
         let base = (rank - (same.len() as f64 - 1.0) / 2.0) * 26.0;
         let ports = (port(k, |c| c.0, |c| c.1), port(k, |c| c.1, |c| c.0));
@@ -290,8 +376,10 @@ pub fn cell_svg(cell: &Cell, title: &str) -> String {
 
     // Labels: slide along the edge to the spot that overlaps the fewest things:
     // nodes and placed labels weigh most, then other edges, then distance from the middle.
-    let samples: Vec<Vec<(f64, f64)>> =
-        curves.iter().map(|(c, _)| (0..=60).map(|k| bezier(c, k as f64 / 60.0)).collect()).collect();
+    let samples: Vec<Vec<(f64, f64)>> = curves
+        .iter()
+        .map(|(c, _)| (0..=60).map(|k| bezier(c, k as f64 / 60.0)).collect())
+        .collect();
     let mut taken: Vec<Rect> = nodes.iter().map(|nd| nd.rect().grow(4.0)).collect();
     let mut labels: Vec<(Rect, &str)> = Vec::new();
     for (ci, (c, op)) in curves.iter().enumerate() {
@@ -307,7 +395,10 @@ pub fn cell_svg(cell: &Cell, title: &str) -> String {
                 .filter(|(k, _)| *k != ci)
                 .map(|(_, pts)| pts.iter().filter(|p| r.contains(**p)).count())
                 .sum::<usize>();
-            (boxes * 100.0 + lines as f64 * 10.0 + (t - 0.5).abs() * 20.0, r)
+            (
+                boxes * 100.0 + lines as f64 * 10.0 + (t - 0.5).abs() * 20.0,
+                r,
+            )
         };
         let best = (0..=30)
             .map(|k| cost(0.2 + 0.6 * k as f64 / 30.0))
@@ -319,9 +410,19 @@ pub fn cell_svg(cell: &Cell, title: &str) -> String {
     }
 
     // Bounds of everything drawn, then a margin and room for the title.
-    let mut b = Rect { x0: f64::MAX, y0: f64::MAX, x1: f64::MIN, y1: f64::MIN };
+    let mut b = Rect {
+        x0: f64::MAX,
+        y0: f64::MAX,
+        x1: f64::MIN,
+        y1: f64::MIN,
+    };
     let mut add = |r: Rect| {
-        b = Rect { x0: b.x0.min(r.x0), y0: b.y0.min(r.y0), x1: b.x1.max(r.x1), y1: b.y1.max(r.y1) };
+        b = Rect {
+            x0: b.x0.min(r.x0),
+            y0: b.y0.min(r.y0),
+            x1: b.x1.max(r.x1),
+            y1: b.y1.max(r.y1),
+        };
     };
     nodes.iter().for_each(|nd| add(nd.rect()));
     labels.iter().for_each(|(r, _)| add(*r));
@@ -337,7 +438,10 @@ pub fn cell_svg(cell: &Cell, title: &str) -> String {
     let content_w = b.x1 - b.x0;
     let width = (content_w.max(title_w) + 2.0 * margin).ceil();
     let height = (b.y1 - b.y0 + 2.0 * margin + title_h).ceil();
-    let (tx, ty) = (margin - b.x0 + (width - 2.0 * margin - content_w) / 2.0, margin + title_h - b.y0);
+    let (tx, ty) = (
+        margin - b.x0 + (width - 2.0 * margin - content_w) / 2.0,
+        margin + title_h - b.y0,
+    );
 
     let mut s = String::new();
     s += "<?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"no\"?>\n";
@@ -347,7 +451,10 @@ pub fn cell_svg(cell: &Cell, title: &str) -> String {
     );
     let _ = writeln!(s, "<title>{}</title>", esc(title));
     s += "<defs>\n<marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"10\" refY=\"5\" markerUnits=\"userSpaceOnUse\" markerWidth=\"11\" markerHeight=\"11\" orient=\"auto\">\n<path d=\"M 0 0 L 10 5 L 0 10 z\" fill=\"#404040\"/>\n</marker>\n</defs>\n";
-    let _ = writeln!(s, "<rect x=\"0\" y=\"0\" width=\"{width}\" height=\"{height}\" fill=\"white\"/>");
+    let _ = writeln!(
+        s,
+        "<rect x=\"0\" y=\"0\" width=\"{width}\" height=\"{height}\" fill=\"white\"/>"
+    );
     if !title.is_empty() {
         let _ = writeln!(
             s,
@@ -372,7 +479,14 @@ pub fn cell_svg(cell: &Cell, title: &str) -> String {
             r.x0, r.y0, nd.w, nd.fill
         );
         let (main, sub) = node_label(nd.state, n);
-        let sub = sub.map(|t| format!("<tspan font-size=\"{SUB_SIZE}\" dy=\"5\">{}</tspan>", esc(&t))).unwrap_or_default();
+        let sub = sub
+            .map(|t| {
+                format!(
+                    "<tspan font-size=\"{SUB_SIZE}\" dy=\"5\">{}</tspan>",
+                    esc(&t)
+                )
+            })
+            .unwrap_or_default();
         let _ = writeln!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-family=\"{FONT}\" font-size=\"{FONT_SIZE}\">{}{sub}</text>",

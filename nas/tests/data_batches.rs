@@ -6,7 +6,9 @@ use nasflow_nas::rng::rng_for;
 /// n images of 3 x 8 x 8; image i is filled with bytes (i * 16 + k) % 256 and labelled i % 10.
 fn toy(n: usize) -> Dataset {
     Dataset {
-        images: (0..n).flat_map(|i| (0..192).map(move |k| ((i * 16 + k) % 256) as u8)).collect(),
+        images: (0..n)
+            .flat_map(|i| (0..192).map(move |k| ((i * 16 + k) % 256) as u8))
+            .collect(),
         labels: (0..n).map(|i| (i % 10) as u8).collect(),
         channels: 3,
         height: 8,
@@ -17,18 +19,32 @@ fn toy(n: usize) -> Dataset {
     }
 }
 
-fn collect(ds: &Dataset, bs: usize, shuffle: bool, aug: &Augment, seed: u64, drop_last: bool) -> Vec<(Vec<f32>, Vec<u32>)> {
+fn collect(
+    ds: &Dataset,
+    bs: usize,
+    shuffle: bool,
+    aug: &Augment,
+    seed: u64,
+    drop_last: bool,
+) -> Vec<(Vec<f32>, Vec<u32>)> {
     let mut rng = rng_for(seed, 0);
     batches(ds, bs, shuffle, aug, &mut rng, drop_last)
         .map(|b| {
             let (x, y) = b.unwrap();
-            (x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), y.to_vec1::<u32>().unwrap())
+            (
+                x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                y.to_vec1::<u32>().unwrap(),
+            )
         })
         .collect()
 }
 
 fn full_aug() -> Augment {
-    Augment { crop_padding: 2, flip: true, cutout: 4 }
+    Augment {
+        crop_padding: 2,
+        flip: true,
+        cutout: 4,
+    }
 }
 
 #[test]
@@ -55,7 +71,10 @@ fn shapes_and_drop_last() {
     assert_eq!(all[0].0.dims(), &[3, 3, 8, 8]);
     assert_eq!(all[0].1.dims(), &[3]);
     let out = collect(&ds, 3, true, &full_aug(), 1, false);
-    assert_eq!(out.iter().map(|b| b.1.len()).collect::<Vec<_>>(), vec![3, 3, 1]);
+    assert_eq!(
+        out.iter().map(|b| b.1.len()).collect::<Vec<_>>(),
+        vec![3, 3, 1]
+    );
 }
 
 #[test]
@@ -77,7 +96,10 @@ fn same_seed_same_batches_other_seed_differs() {
 #[test]
 fn results_do_not_depend_on_the_thread_count() {
     let ds = toy(16);
-    let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
     let a = one.install(|| collect(&ds, 16, true, &full_aug(), 7, false));
     let b = collect(&ds, 16, true, &full_aug(), 7, false);
     assert_eq!(a, b);
@@ -88,13 +110,27 @@ fn cutout_zeroes_a_box_in_every_channel() {
     // Bright constant images: a normalised value is never 0 except in the cutout box.
     let mut ds = toy(6);
     ds.images.fill(250);
-    let aug = Augment { crop_padding: 0, flip: false, cutout: 4 };
+    let aug = Augment {
+        crop_padding: 0,
+        flip: false,
+        cutout: 4,
+    };
     let out = collect(&ds, 6, false, &aug, 3, false);
     let x = &out[0].0;
     for img in x.chunks(192) {
-        let zeros: Vec<Vec<usize>> = img.chunks(64).map(|p| (0..64).filter(|&k| p[k] == 0.0).collect()).collect();
-        assert!(!zeros[0].is_empty() && zeros[0].len() <= 16, "{:?}", zeros[0]);
-        assert!(zeros.iter().all(|z| *z == zeros[0]), "the same box in all channels");
+        let zeros: Vec<Vec<usize>> = img
+            .chunks(64)
+            .map(|p| (0..64).filter(|&k| p[k] == 0.0).collect())
+            .collect();
+        assert!(
+            !zeros[0].is_empty() && zeros[0].len() <= 16,
+            "{:?}",
+            zeros[0]
+        );
+        assert!(
+            zeros.iter().all(|z| *z == zeros[0]),
+            "the same box in all channels"
+        );
         // The zeros form a rectangle.
         let ys: Vec<usize> = zeros[0].iter().map(|k| k / 8).collect();
         let xs: Vec<usize> = zeros[0].iter().map(|k| k % 8).collect();
@@ -111,13 +147,23 @@ fn cutout_zeroes_a_box_in_every_channel() {
 fn crop_padding_brings_in_padded_pixels() {
     let mut ds = toy(32);
     ds.images.fill(250);
-    let aug = Augment { crop_padding: 2, flip: false, cutout: 0 };
+    let aug = Augment {
+        crop_padding: 2,
+        flip: false,
+        cutout: 0,
+    };
     let out = collect(&ds, 32, false, &aug, 5, false);
     let x = &out[0].0;
     // Zero padding in pixel space is (0 - mean) / std after normalisation.
     let pad = -data::CIFAR10_MEAN[0] / data::CIFAR10_STD[0];
-    let padded_images = x.chunks(192).filter(|img| img[..64].iter().any(|v| (v - pad).abs() < 1e-6)).count();
-    assert!(padded_images > 20, "{padded_images} of 32 images were shifted");
+    let padded_images = x
+        .chunks(192)
+        .filter(|img| img[..64].iter().any(|v| (v - pad).abs() < 1e-6))
+        .count();
+    assert!(
+        padded_images > 20,
+        "{padded_images} of 32 images were shifted"
+    );
 }
 
 #[test]
@@ -129,7 +175,11 @@ fn random_batch_draws_distinct_images_and_is_seeded() {
     let draw = |seed| {
         let mut rng = rng_for(seed, 1);
         let (x, y) = random_batch(&ds, 10, &Augment::default(), &mut rng).unwrap();
-        (x.dims().to_vec(), x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), y.to_vec1::<u32>().unwrap())
+        (
+            x.dims().to_vec(),
+            x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            y.to_vec1::<u32>().unwrap(),
+        )
     };
     let (dims, a, labels) = draw(9);
     assert_eq!(dims, vec![10, 3, 8, 8]);
@@ -148,7 +198,13 @@ fn random_batch_draws_distinct_images_and_is_seeded() {
     assert!(ids.iter().zip(&labels).all(|(i, l)| *l as i64 == i % 10));
     // Bigger than the set: all of it.
     let mut rng = rng_for(0, 0);
-    assert_eq!(random_batch(&ds, 100, &Augment::default(), &mut rng).unwrap().1.dims(), &[30]);
+    assert_eq!(
+        random_batch(&ds, 100, &Augment::default(), &mut rng)
+            .unwrap()
+            .1
+            .dims(),
+        &[30]
+    );
 }
 
 #[test]
@@ -160,9 +216,16 @@ fn bad_requests_are_errors_not_panics() {
     assert!(it.next().is_none());
     let empty = ds.subset(&[]);
     assert!(random_batch(&empty, 4, &Augment::default(), &mut rng).is_err());
-    assert!(batches(&empty, 4, true, &Augment::default(), &mut rng, false).next().is_none());
+    assert!(
+        batches(&empty, 4, true, &Augment::default(), &mut rng, false)
+            .next()
+            .is_none()
+    );
     let mut broken = toy(2);
     broken.std = vec![1.0];
-    let e = batches(&broken, 2, false, &Augment::default(), &mut rng, false).next().unwrap().unwrap_err();
+    let e = batches(&broken, 2, false, &Augment::default(), &mut rng, false)
+        .next()
+        .unwrap()
+        .unwrap_err();
     assert!(e.to_string().contains("normalisation"), "{e}");
 }

@@ -1,7 +1,9 @@
 //! The public genotype API end to end: published forms in, canonical forms
 //! out, derivation from weights, validation.
 
-use nasflow_nas::genotype::{self, builtin, builtin_names, derive_darts, derive_edge_all, Genotype, DARTS_PRIMITIVES};
+use nasflow_nas::genotype::{
+    self, builtin, builtin_names, derive_darts, derive_edge_all, Genotype, DARTS_PRIMITIVES,
+};
 use nasflow_nas::rng::rng_for;
 use rand::Rng as _;
 
@@ -18,7 +20,11 @@ fn a_pasted_darts_log_line_reads_like_the_builtin() {
 fn parse_picks_the_form_by_the_first_character() {
     for name in builtin_names() {
         let g = builtin(name).unwrap();
-        assert_eq!(Genotype::parse(&format!("  \n{}", g.to_json())).unwrap(), g, "{name}");
+        assert_eq!(
+            Genotype::parse(&format!("  \n{}", g.to_json())).unwrap(),
+            g,
+            "{name}"
+        );
         assert_eq!(Genotype::parse(&g.to_darts_text()).unwrap(), g, "{name}");
     }
     let e = Genotype::parse("{ not json").unwrap_err();
@@ -83,9 +89,21 @@ fn derive_matches_a_hand_computed_case() {
     w[1][3] = 0.6;
     w[1][0] = 0.99; // none is ignored
     let g = derive_darts(&w, &w, &DARTS_PRIMITIVES, 4);
-    assert_eq!(g.normal.nodes[0], vec![genotype::Edge::new("skip_connect", 1), genotype::Edge::new("sep_conv_5x5", 0)]);
+    assert_eq!(
+        g.normal.nodes[0],
+        vec![
+            genotype::Edge::new("skip_connect", 1),
+            genotype::Edge::new("sep_conv_5x5", 0)
+        ]
+    );
     let ea = derive_edge_all(&w, &w, &DARTS_PRIMITIVES, 4);
-    assert_eq!(ea.normal.nodes[0], vec![genotype::Edge::new("none", 1), genotype::Edge::new("sep_conv_5x5", 0)]);
+    assert_eq!(
+        ea.normal.nodes[0],
+        vec![
+            genotype::Edge::new("none", 1),
+            genotype::Edge::new("sep_conv_5x5", 0)
+        ]
+    );
 }
 
 #[test]

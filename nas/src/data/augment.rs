@@ -29,7 +29,11 @@ pub struct Augment {
 impl Augment {
     /// DARTS's CIFAR-10 retrain augmentation: crop 32 pad 4, flip, cutout 16.
     pub fn darts_train(cutout: usize) -> Augment {
-        Augment { crop_padding: 4, flip: true, cutout }
+        Augment {
+            crop_padding: 4,
+            flip: true,
+            cutout,
+        }
     }
 }
 
@@ -38,7 +42,11 @@ fn decode(ds: &Dataset, src: &[u8], aug: &Augment, rng: &mut Rng, out: &mut [f32
     let (c, h, w) = (ds.channels, ds.height, ds.width);
     let pad = aug.crop_padding;
     // Draw order is fixed (crop, flip, cutout) so a seed always means the same image.
-    let (dy, dx) = if pad > 0 { (rng.random_range(0..=2 * pad), rng.random_range(0..=2 * pad)) } else { (0, 0) };
+    let (dy, dx) = if pad > 0 {
+        (rng.random_range(0..=2 * pad), rng.random_range(0..=2 * pad))
+    } else {
+        (0, 0)
+    };
     // Shift of the crop window relative to the unpadded image.
     let (dy, dx, p) = (dy as isize, dx as isize, pad as isize);
     let flip = aug.flip && rng.random_bool(0.5);
@@ -46,7 +54,10 @@ fn decode(ds: &Dataset, src: &[u8], aug: &Augment, rng: &mut Rng, out: &mut [f32
 
     for ch in 0..c {
         // A padded pixel is 0 before normalisation, as torchvision pads.
-        let (mean, std) = (ds.mean.get(ch).copied().unwrap_or(0.0), ds.std.get(ch).copied().unwrap_or(1.0));
+        let (mean, std) = (
+            ds.mean.get(ch).copied().unwrap_or(0.0),
+            ds.std.get(ch).copied().unwrap_or(1.0),
+        );
         let plane = &src[ch * h * w..(ch + 1) * h * w];
         for y in 0..h {
             let sy = y as isize + dy - p;
@@ -55,7 +66,11 @@ fn decode(ds: &Dataset, src: &[u8], aug: &Augment, rng: &mut Rng, out: &mut [f32
                 let xc = if flip { w - 1 - x } else { x };
                 let sx = xc as isize + dx - p;
                 let inside = sy >= 0 && sy < h as isize && sx >= 0 && sx < w as isize;
-                let v = if inside { plane[sy as usize * w + sx as usize] as f32 / 255.0 } else { 0.0 };
+                let v = if inside {
+                    plane[sy as usize * w + sx as usize] as f32 / 255.0
+                } else {
+                    0.0
+                };
                 out[(ch * h + y) * w + x] = (v - mean) / std;
             }
         }
@@ -74,7 +89,13 @@ fn decode(ds: &Dataset, src: &[u8], aug: &Augment, rng: &mut Rng, out: &mut [f32
 }
 
 /// Builds one batch: images `idx` of `ds`, image k with generator (seed, first + k).
-fn make_batch(ds: &Dataset, idx: &[usize], aug: &Augment, seed: u64, first: u64) -> Result<(Tensor, Tensor)> {
+fn make_batch(
+    ds: &Dataset,
+    idx: &[usize],
+    aug: &Augment,
+    seed: u64,
+    first: u64,
+) -> Result<(Tensor, Tensor)> {
     if ds.mean.len() != ds.channels || ds.std.len() != ds.channels || ds.std.contains(&0.0) {
         bail!(
             "data set normalisation is malformed: {} channels but mean {:?} and std {:?} (one non-zero std per channel needed)",
@@ -85,11 +106,18 @@ fn make_batch(ds: &Dataset, idx: &[usize], aug: &Augment, seed: u64, first: u64)
     }
     let len = ds.image_len();
     let mut data = vec![0f32; idx.len() * len];
-    data.par_chunks_mut(len.max(1)).zip(idx.par_iter()).enumerate().for_each(|(k, (out, &i))| {
-        let mut rng = rng_for(seed, first + k as u64);
-        decode(ds, ds.image(i), aug, &mut rng, out);
-    });
-    let images = Tensor::from_vec(data, (idx.len(), ds.channels, ds.height, ds.width), &Device::Cpu)?;
+    data.par_chunks_mut(len.max(1))
+        .zip(idx.par_iter())
+        .enumerate()
+        .for_each(|(k, (out, &i))| {
+            let mut rng = rng_for(seed, first + k as u64);
+            decode(ds, ds.image(i), aug, &mut rng, out);
+        });
+    let images = Tensor::from_vec(
+        data,
+        (idx.len(), ds.channels, ds.height, ds.width),
+        &Device::Cpu,
+    )?;
     let labels: Vec<u32> = idx.iter().map(|&i| u32::from(ds.labels[i])).collect();
     let labels = Tensor::from_vec(labels, idx.len(), &Device::Cpu)?;
     Ok((images, labels))
@@ -128,7 +156,9 @@ impl Iterator for Batches<'_> {
         }
         if self.batch_size == 0 {
             self.done = true;
-            return Some(Err(anyhow::anyhow!("batch size is 0; it must be at least 1")));
+            return Some(Err(anyhow::anyhow!(
+                "batch size is 0; it must be at least 1"
+            )));
         }
         let left = self.order.len() - self.pos;
         if left == 0 || (self.drop_last && left < self.batch_size) {
@@ -162,14 +192,28 @@ pub fn batches<'a>(
         order.shuffle(rng);
     }
     let seed = rng.random::<u64>();
-    Batches { ds, order, pos: 0, batch_size, augment: augment.clone(), seed, drop_last, done: false }
+    Batches {
+        ds,
+        order,
+        pos: 0,
+        batch_size,
+        augment: augment.clone(),
+        seed,
+        drop_last,
+        done: false,
+    }
 }
 
 /// A random batch of distinct images (all of them if `batch_size` exceeds the
 /// set): what DARTS gets as "the first batch of a freshly created iterator"
 /// over the architecture split, so across calls images repeat as if drawn
 /// with replacement.
-pub fn random_batch(ds: &Dataset, batch_size: usize, augment: &Augment, rng: &mut Rng) -> Result<(Tensor, Tensor)> {
+pub fn random_batch(
+    ds: &Dataset,
+    batch_size: usize,
+    augment: &Augment,
+    rng: &mut Rng,
+) -> Result<(Tensor, Tensor)> {
     if ds.is_empty() {
         bail!("cannot draw a batch from an empty data set (is the search split portion 1.0?)");
     }
@@ -222,24 +266,39 @@ mod tests {
     fn crop_shifts_with_zero_fill_and_flip_mirrors() {
         let d = ds(1, 1, 4);
         let src: Vec<f32> = d.images.iter().map(|&b| b as f32 / 255.0).collect();
-        let aug = Augment { crop_padding: 2, flip: false, cutout: 0 };
+        let aug = Augment {
+            crop_padding: 2,
+            flip: false,
+            cutout: 0,
+        };
         let mut saw_shift = false;
         for seed in 0..20 {
             let out = decode_one(&d, &aug, seed);
             // Every output pixel is either a source pixel or padding (0).
             let mut rng = Rng::seed_from_u64(seed);
-            let (dy, dx) = (rng.random_range(0..=4usize) as isize - 2, rng.random_range(0..=4usize) as isize - 2);
+            let (dy, dx) = (
+                rng.random_range(0..=4usize) as isize - 2,
+                rng.random_range(0..=4usize) as isize - 2,
+            );
             for y in 0..4isize {
                 for x in 0..4isize {
                     let (sy, sx) = (y + dy, x + dx);
-                    let want = if (0..4).contains(&sy) && (0..4).contains(&sx) { src[(sy * 4 + sx) as usize] } else { 0.0 };
+                    let want = if (0..4).contains(&sy) && (0..4).contains(&sx) {
+                        src[(sy * 4 + sx) as usize]
+                    } else {
+                        0.0
+                    };
                     assert_eq!(out[(y * 4 + x) as usize], want, "seed {seed}");
                 }
             }
             saw_shift |= (dy, dx) != (0, 0);
         }
         assert!(saw_shift);
-        let flip = Augment { crop_padding: 0, flip: true, cutout: 0 };
+        let flip = Augment {
+            crop_padding: 0,
+            flip: true,
+            cutout: 0,
+        };
         let outs: Vec<Vec<f32>> = (0..20).map(|s| decode_one(&d, &flip, s)).collect();
         let mirrored: Vec<f32> = (0..16).map(|k| src[(k / 4) * 4 + 3 - k % 4]).collect();
         assert!(outs.contains(&src) && outs.contains(&mirrored));
@@ -250,7 +309,11 @@ mod tests {
     fn cutout_box_is_clipped_at_borders() {
         let mut d = ds(1, 1, 8);
         d.images = vec![200; 64];
-        let aug = Augment { crop_padding: 0, flip: false, cutout: 4 };
+        let aug = Augment {
+            crop_padding: 0,
+            flip: false,
+            cutout: 4,
+        };
         for seed in 0..30 {
             let out = decode_one(&d, &aug, seed);
             let mut rng = Rng::seed_from_u64(seed);

@@ -10,10 +10,17 @@ use std::path::{Path, PathBuf};
 const SIDE: usize = 32;
 const PIXELS: usize = 3 * SIDE * SIDE;
 const RECORD: usize = 1 + PIXELS;
-pub const TRAIN_FILES: [&str; 5] = ["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"];
+pub const TRAIN_FILES: [&str; 5] = [
+    "data_batch_1.bin",
+    "data_batch_2.bin",
+    "data_batch_3.bin",
+    "data_batch_4.bin",
+    "data_batch_5.bin",
+];
 pub const TEST_FILE: &str = "test_batch.bin";
 
-const HOW_TO_GET: &str = "download cifar-10-binary.tar.gz from the CIFAR-10 page of Alex Krizhevsky \
+const HOW_TO_GET: &str =
+    "download cifar-10-binary.tar.gz from the CIFAR-10 page of Alex Krizhevsky \
      (https://www.cs.toronto.edu/~kriz/cifar.html) and untar it (tar xzf cifar-10-binary.tar.gz), \
      so that the folder holds data_batch_1.bin ... data_batch_5.bin and test_batch.bin";
 
@@ -21,15 +28,25 @@ const HOW_TO_GET: &str = "download cifar-10-binary.tar.gz from the CIFAR-10 page
 /// archive unpacks), whichever holds the batch files.
 fn resolve(dir: &Path) -> Result<PathBuf> {
     if !dir.is_dir() {
-        bail!("CIFAR-10 folder {} does not exist or is not a folder; {HOW_TO_GET}", dir.display());
+        bail!(
+            "CIFAR-10 folder {} does not exist or is not a folder; {HOW_TO_GET}",
+            dir.display()
+        );
     }
     for cand in [dir.to_path_buf(), dir.join("cifar-10-batches-bin")] {
         if cand.join(TRAIN_FILES[0]).is_file() || cand.join(TEST_FILE).is_file() {
             return Ok(cand);
         }
     }
-    let hint = if dir.join("cifar-10-binary.tar.gz").is_file() { " (the archive is there: untar it)" } else { "" };
-    bail!("no CIFAR-10 batch files in {}{hint}; {HOW_TO_GET}", dir.display())
+    let hint = if dir.join("cifar-10-binary.tar.gz").is_file() {
+        " (the archive is there: untar it)"
+    } else {
+        ""
+    };
+    bail!(
+        "no CIFAR-10 batch files in {}{hint}; {HOW_TO_GET}",
+        dir.display()
+    )
 }
 
 /// Reads one batch file into (CHW pixels, labels).
@@ -78,12 +95,26 @@ fn dataset(parts: Vec<(Vec<u8>, Vec<u8>)>) -> Dataset {
 /// The five training batches (in order) and the test batch.
 pub fn load_dir(dir: &Path) -> Result<DataSplits> {
     let dir = resolve(dir)?;
-    let missing: Vec<&str> =
-        TRAIN_FILES.iter().chain([&TEST_FILE]).copied().filter(|f| !dir.join(f).is_file()).collect();
+    let missing: Vec<&str> = TRAIN_FILES
+        .iter()
+        .chain([&TEST_FILE])
+        .copied()
+        .filter(|f| !dir.join(f).is_file())
+        .collect();
     if !missing.is_empty() {
-        bail!("incomplete CIFAR-10 folder {}: missing {}; {HOW_TO_GET}", dir.display(), missing.join(", "));
+        bail!(
+            "incomplete CIFAR-10 folder {}: missing {}; {HOW_TO_GET}",
+            dir.display(),
+            missing.join(", ")
+        );
     }
-    let train = TRAIN_FILES.iter().map(|f| read_batch(&dir.join(f))).collect::<Result<Vec<_>>>()?;
+    let train = TRAIN_FILES
+        .iter()
+        .map(|f| read_batch(&dir.join(f)))
+        .collect::<Result<Vec<_>>>()?;
     let test = read_batch(&dir.join(TEST_FILE))?;
-    Ok(DataSplits { train: dataset(train), test: dataset(vec![test]) })
+    Ok(DataSplits {
+        train: dataset(train),
+        test: dataset(vec![test]),
+    })
 }

@@ -15,7 +15,12 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         flate2::read::MultiGzDecoder::new(raw.as_slice())
             .read_to_end(&mut out)
-            .with_context(|| format!("{} is a damaged or truncated gzip file; download it again", path.display()))?;
+            .with_context(|| {
+                format!(
+                    "{} is a damaged or truncated gzip file; download it again",
+                    path.display()
+                )
+            })?;
         Ok(out)
     } else {
         Ok(raw)
@@ -24,18 +29,33 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
 
 /// Checks the header of an IDX file for `magic` and returns its sizes and data.
 fn parse_idx<'a>(bytes: &'a [u8], magic: u32, path: &Path) -> Result<(Vec<usize>, &'a [u8])> {
-    let what = if magic == 0x803 { "an IDX image file (magic 0x00000803)" } else { "an IDX label file (magic 0x00000801)" };
+    let what = if magic == 0x803 {
+        "an IDX image file (magic 0x00000803)"
+    } else {
+        "an IDX label file (magic 0x00000801)"
+    };
     if bytes.len() < 4 {
-        bail!("{} is too short to be {what}: {} bytes", path.display(), bytes.len());
+        bail!(
+            "{} is too short to be {what}: {} bytes",
+            path.display(),
+            bytes.len()
+        );
     }
     let found = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
     if found != magic {
-        bail!("{} is not {what}: its magic number is 0x{found:08x}", path.display());
+        bail!(
+            "{} is not {what}: its magic number is 0x{found:08x}",
+            path.display()
+        );
     }
     let ndim = (magic & 0xff) as usize;
     let header = 4 + 4 * ndim;
     if bytes.len() < header {
-        bail!("{} is truncated: its header needs {header} bytes, the file has {}", path.display(), bytes.len());
+        bail!(
+            "{} is truncated: its header needs {header} bytes, the file has {}",
+            path.display(),
+            bytes.len()
+        );
     }
     let dims: Vec<usize> = (0..ndim)
         .map(|d| {
@@ -76,7 +96,10 @@ pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
 
 /// `dir/name.gz` or `dir/name`, whichever exists.
 fn find(dir: &Path, name: &str) -> Option<PathBuf> {
-    [format!("{name}.gz"), name.to_string()].into_iter().map(|n| dir.join(n)).find(|p| p.is_file())
+    [format!("{name}.gz"), name.to_string()]
+        .into_iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
 }
 
 /// An image file and its label file as one data set of 1 x rows x cols images.
@@ -104,7 +127,8 @@ fn read_pair(images: &Path, labels: &Path) -> Result<Dataset> {
     })
 }
 
-const HOW_TO_GET: &str = "expected in that folder either the embedded set (mnist10k-images-idx3-ubyte.gz and \
+const HOW_TO_GET: &str =
+    "expected in that folder either the embedded set (mnist10k-images-idx3-ubyte.gz and \
      mnist10k-labels-idx1-ubyte.gz, as in datasets/mnist10k of the nasflow repository) or the four \
      full MNIST files train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and \
      t10k-labels-idx1-ubyte (each plain or .gz, as the MNIST database page distributes them)";
@@ -113,25 +137,49 @@ const HOW_TO_GET: &str = "expected in that folder either the embedded set (mnist
 /// test: 8000/2000) or full MNIST (its own train and t10k files).
 pub fn load_dir(dir: &Path) -> Result<DataSplits> {
     if !dir.is_dir() {
-        bail!("IDX data set folder {} does not exist or is not a folder; {HOW_TO_GET}", dir.display());
+        bail!(
+            "IDX data set folder {} does not exist or is not a folder; {HOW_TO_GET}",
+            dir.display()
+        );
     }
     if let Some(images) = find(dir, "mnist10k-images-idx3-ubyte") {
         let labels = find(dir, "mnist10k-labels-idx1-ubyte").with_context(|| {
-            format!("{} is there but mnist10k-labels-idx1-ubyte.gz is missing from {}", images.display(), dir.display())
+            format!(
+                "{} is there but mnist10k-labels-idx1-ubyte.gz is missing from {}",
+                images.display(),
+                dir.display()
+            )
         })?;
         let all = read_pair(&images, &labels)?;
         let n_test = all.len() / 5;
         let n_train = all.len() - n_test;
-        return Ok(DataSplits { train: all.range(0, n_train), test: all.range(n_train, all.len()) });
+        return Ok(DataSplits {
+            train: all.range(0, n_train),
+            test: all.range(n_train, all.len()),
+        });
     }
-    let names = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
+    let names = [
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    ];
     let found: [Option<PathBuf>; 4] = names.map(|n| find(dir, n));
     if found.iter().all(Option::is_none) {
         bail!("no IDX files in {}; {HOW_TO_GET}", dir.display());
     }
-    let missing: Vec<&str> = names.iter().zip(&found).filter(|(_, f)| f.is_none()).map(|(n, _)| *n).collect();
+    let missing: Vec<&str> = names
+        .iter()
+        .zip(&found)
+        .filter(|(_, f)| f.is_none())
+        .map(|(n, _)| *n)
+        .collect();
     let [Some(tri), Some(trl), Some(tei), Some(tel)] = found else {
-        bail!("incomplete MNIST folder {}: missing {} (plain or .gz); {HOW_TO_GET}", dir.display(), missing.join(", "));
+        bail!(
+            "incomplete MNIST folder {}: missing {} (plain or .gz); {HOW_TO_GET}",
+            dir.display(),
+            missing.join(", ")
+        );
     };
     let mut train = read_pair(&tri, &trl)?;
     let mut test = read_pair(&tei, &tel)?;

@@ -63,7 +63,11 @@ impl Dataset {
         for &i in idx {
             images.extend_from_slice(self.image(i));
         }
-        Dataset { images, labels: idx.iter().map(|&i| self.labels[i]).collect(), ..self.empty_like() }
+        Dataset {
+            images,
+            labels: idx.iter().map(|&i| self.labels[i]).collect(),
+            ..self.empty_like()
+        }
     }
 
     /// Images `start..end`, a cheap contiguous copy.
@@ -113,7 +117,10 @@ pub fn load(format: &str, path: &Path) -> Result<DataSplits> {
             let hint = crate::genotype::did_you_mean(other, &FORMATS)
                 .map(|s| format!(" (did you mean \"{s}\"?)"))
                 .unwrap_or_default();
-            bail!("unknown data set format \"{other}\"{hint}; known formats: {}", FORMATS.join(", "))
+            bail!(
+                "unknown data set format \"{other}\"{hint}; known formats: {}",
+                FORMATS.join(", ")
+            )
         }
     }
 }
@@ -149,7 +156,10 @@ mod tests {
         let s = d.subset(&[3, 0, 3]);
         assert_eq!(s.labels, vec![3, 0, 3]);
         assert_eq!(s.images, vec![12, 13, 14, 15, 0, 1, 2, 3, 12, 13, 14, 15]);
-        assert_eq!((s.channels, s.height, s.width, s.num_classes), (1, 2, 2, 10));
+        assert_eq!(
+            (s.channels, s.height, s.width, s.num_classes),
+            (1, 2, 2, 10)
+        );
     }
 
     #[test]
@@ -166,7 +176,9 @@ mod tests {
 
     #[test]
     fn unknown_format_suggests_a_known_one() {
-        let e = load("cifar10_bin", Path::new("/nonexistent")).unwrap_err().to_string();
+        let e = load("cifar10_bin", Path::new("/nonexistent"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("did you mean \"cifar10-bin\""), "{e}");
     }
 }

@@ -119,8 +119,14 @@ pub fn builtin_names() -> &'static [&'static str] {
 
 /// A published genotype by name, e.g. `builtin("DARTS_V2")`.
 pub fn builtin(name: &str) -> Option<Genotype> {
-    let name = if name.eq_ignore_ascii_case("DARTS") { "DARTS_V2" } else { name };
-    let (_, text) = BUILTINS.iter().find(|(n, _)| n.eq_ignore_ascii_case(name))?;
+    let name = if name.eq_ignore_ascii_case("DARTS") {
+        "DARTS_V2"
+    } else {
+        name
+    };
+    let (_, text) = BUILTINS
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))?;
     // The texts are fixed data; the tests check that every one parses.
     Genotype::parse_darts_text(text).ok()
 }
@@ -134,14 +140,26 @@ mod tests {
     fn every_builtin_parses_validates_and_round_trips() {
         for name in builtin_names() {
             let g = builtin(name).unwrap_or_else(|| panic!("{name} does not parse"));
-            let ops: &[&str] = if name.starts_with("BAYESNAS") { &BAYESNAS_OPS } else { &DARTS_PRIMITIVES };
+            let ops: &[&str] = if name.starts_with("BAYESNAS") {
+                &BAYESNAS_OPS
+            } else {
+                &DARTS_PRIMITIVES
+            };
             g.validate(ops).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(g.normal.steps(), 4, "{name}");
             assert_eq!(g.normal.concat, vec![2, 3, 4, 5], "{name}");
             let text = g.to_darts_text();
-            assert_eq!(Genotype::parse_darts_text(&text).unwrap(), g, "{name} text: {text}");
+            assert_eq!(
+                Genotype::parse_darts_text(&text).unwrap(),
+                g,
+                "{name} text: {text}"
+            );
             assert_eq!(Genotype::from_json(&g.to_json()).unwrap(), g, "{name} json");
-            assert_eq!(Genotype::parse(&g.to_json()).unwrap(), g, "{name} parse(json)");
+            assert_eq!(
+                Genotype::parse(&g.to_json()).unwrap(),
+                g,
+                "{name} parse(json)"
+            );
         }
     }
 
@@ -162,7 +180,13 @@ mod tests {
         let ea = builtin("SNAS_mild_edge_all").unwrap();
         assert!(ea.normal.is_edge_all() && ea.reduce.is_edge_all());
         let mild = builtin("SNAS_mild").unwrap();
-        for (a, b) in ea.without_none().normal.nodes.iter().zip(&mild.normal.nodes) {
+        for (a, b) in ea
+            .without_none()
+            .normal
+            .nodes
+            .iter()
+            .zip(&mild.normal.nodes)
+        {
             let mut a = a.clone();
             let mut b = b.clone();
             a.sort_by_key(|e| e.input);
@@ -172,6 +196,9 @@ mod tests {
         let b01 = builtin("BAYESNAS_0_01").unwrap();
         let sizes: Vec<usize> = b01.normal.nodes.iter().map(|n| n.len()).collect();
         assert_eq!(sizes, vec![5, 2, 2, 1]);
-        assert_eq!(b01.reduce.nodes[3], vec![super::super::Edge::new("sep_5", 2)]);
+        assert_eq!(
+            b01.reduce.nodes[3],
+            vec![super::super::Edge::new("sep_5", 2)]
+        );
     }
 }

@@ -15,7 +15,12 @@ use anyhow::{bail, Result};
 /// When the weights do not have `steps·(steps+3)/2` rows of
 /// `primitives.len()` finite values, or no op besides `none`. Use
 /// [`try_derive_darts`] for weights read from a file.
-pub fn derive_darts(weights_normal: &[Vec<f32>], weights_reduce: &[Vec<f32>], primitives: &[&str], steps: usize) -> Genotype {
+pub fn derive_darts(
+    weights_normal: &[Vec<f32>],
+    weights_reduce: &[Vec<f32>],
+    primitives: &[&str],
+    steps: usize,
+) -> Genotype {
     match try_derive_darts(weights_normal, weights_reduce, primitives, steps) {
         Ok(g) => g,
         Err(e) => panic!("derive_darts: {e:#}"),
@@ -23,7 +28,12 @@ pub fn derive_darts(weights_normal: &[Vec<f32>], weights_reduce: &[Vec<f32>], pr
 }
 
 /// [`derive_darts`] that reports malformed weights as an error.
-pub fn try_derive_darts(weights_normal: &[Vec<f32>], weights_reduce: &[Vec<f32>], primitives: &[&str], steps: usize) -> Result<Genotype> {
+pub fn try_derive_darts(
+    weights_normal: &[Vec<f32>],
+    weights_reduce: &[Vec<f32>],
+    primitives: &[&str],
+    steps: usize,
+) -> Result<Genotype> {
     if !primitives.iter().any(|p| *p != NONE_OP) {
         bail!("cannot derive a DARTS genotype: the primitives {primitives:?} have no op besides 'none'");
     }
@@ -39,7 +49,12 @@ pub fn try_derive_darts(weights_normal: &[Vec<f32>], weights_reduce: &[Vec<f32>]
 ///
 /// # Panics
 /// As [`derive_darts`]; use [`try_derive_edge_all`] for weights from a file.
-pub fn derive_edge_all(weights_normal: &[Vec<f32>], weights_reduce: &[Vec<f32>], primitives: &[&str], steps: usize) -> Genotype {
+pub fn derive_edge_all(
+    weights_normal: &[Vec<f32>],
+    weights_reduce: &[Vec<f32>],
+    primitives: &[&str],
+    steps: usize,
+) -> Genotype {
     match try_derive_edge_all(weights_normal, weights_reduce, primitives, steps) {
         Ok(g) => g,
         Err(e) => panic!("derive_edge_all: {e:#}"),
@@ -47,7 +62,12 @@ pub fn derive_edge_all(weights_normal: &[Vec<f32>], weights_reduce: &[Vec<f32>],
 }
 
 /// [`derive_edge_all`] that reports malformed weights as an error.
-pub fn try_derive_edge_all(weights_normal: &[Vec<f32>], weights_reduce: &[Vec<f32>], primitives: &[&str], steps: usize) -> Result<Genotype> {
+pub fn try_derive_edge_all(
+    weights_normal: &[Vec<f32>],
+    weights_reduce: &[Vec<f32>],
+    primitives: &[&str],
+    steps: usize,
+) -> Result<Genotype> {
     if primitives.is_empty() {
         bail!("cannot derive a genotype: the list of primitives is empty");
     }
@@ -103,7 +123,13 @@ fn argmax(row: &[f32], allowed: impl Fn(usize) -> bool) -> Option<usize> {
     best
 }
 
-fn derive_cell(w: &[Vec<f32>], primitives: &[&str], steps: usize, which: &str, rule: Rule) -> Result<Cell> {
+fn derive_cell(
+    w: &[Vec<f32>],
+    primitives: &[&str],
+    steps: usize,
+    which: &str,
+    rule: Rule,
+) -> Result<Cell> {
     check(w, primitives, steps, which)?;
     let allowed = |k: usize| rule == Rule::EdgeAll || primitives[k] != NONE_OP;
     let mut nodes = Vec::with_capacity(steps);
@@ -115,7 +141,10 @@ fn derive_cell(w: &[Vec<f32>], primitives: &[&str], steps: usize, which: &str, r
         for (j, row) in rows.iter().enumerate() {
             match argmax(row, allowed) {
                 Some(k) => best.push((j, k)),
-                None => bail!("cannot derive the {which} cell: no op to choose for edge {}", start + j),
+                None => bail!(
+                    "cannot derive the {which} cell: no op to choose for edge {}",
+                    start + j
+                ),
             }
         }
         // Stable sort, descending by the chosen op's weight: ties keep the lower j first.
@@ -123,10 +152,17 @@ fn derive_cell(w: &[Vec<f32>], primitives: &[&str], steps: usize, which: &str, r
         if rule == Rule::Darts {
             best.truncate(2);
         }
-        nodes.push(best.into_iter().map(|(j, k)| Edge::new(primitives[k], j)).collect());
+        nodes.push(
+            best.into_iter()
+                .map(|(j, k)| Edge::new(primitives[k], j))
+                .collect(),
+        );
         start += i + 2;
     }
-    Ok(Cell { nodes, concat: default_concat(steps) })
+    Ok(Cell {
+        nodes,
+        concat: default_concat(steps),
+    })
 }
 
 #[cfg(test)]
@@ -155,8 +191,14 @@ mod tests {
         set(&mut w, 3, "max_pool_3x3", 0.2);
         set(&mut w, 4, "dil_conv_5x5", 0.4);
         let g = derive_darts(&w, &base(), &DARTS_PRIMITIVES, 4);
-        assert_eq!(g.normal.nodes[0], vec![Edge::new("skip_connect", 1), Edge::new("sep_conv_3x3", 0)]);
-        assert_eq!(g.normal.nodes[1], vec![Edge::new("dil_conv_5x5", 2), Edge::new("max_pool_3x3", 1)]);
+        assert_eq!(
+            g.normal.nodes[0],
+            vec![Edge::new("skip_connect", 1), Edge::new("sep_conv_3x3", 0)]
+        );
+        assert_eq!(
+            g.normal.nodes[1],
+            vec![Edge::new("dil_conv_5x5", 2), Edge::new("max_pool_3x3", 1)]
+        );
         assert_eq!(g.normal.concat, vec![2, 3, 4, 5]);
     }
 
@@ -165,7 +207,10 @@ mod tests {
         // All equal: node i keeps predecessors 0 and 1, op = first non-none.
         let g = derive_darts(&base(), &base(), &DARTS_PRIMITIVES, 4);
         for node in &g.reduce.nodes {
-            assert_eq!(node, &vec![Edge::new("max_pool_3x3", 0), Edge::new("max_pool_3x3", 1)]);
+            assert_eq!(
+                node,
+                &vec![Edge::new("max_pool_3x3", 0), Edge::new("max_pool_3x3", 1)]
+            );
         }
         // A tie between predecessors 3 and 1 of node 3 (rows 9-13): 1 wins the tie.
         let mut w = base();
@@ -174,7 +219,10 @@ mod tests {
         set(&mut w, 12, "avg_pool_3x3", 0.6); // op tie inside row 12: avg (index 2) beats sep_5 (5)
         set(&mut w, 13, "skip_connect", 0.5);
         let g = derive_darts(&w, &base(), &DARTS_PRIMITIVES, 4);
-        assert_eq!(g.normal.nodes[3], vec![Edge::new("sep_conv_5x5", 1), Edge::new("avg_pool_3x3", 3)]);
+        assert_eq!(
+            g.normal.nodes[3],
+            vec![Edge::new("sep_conv_5x5", 1), Edge::new("avg_pool_3x3", 3)]
+        );
     }
 
     #[test]
@@ -186,9 +234,19 @@ mod tests {
         set(&mut w, 4, "none", 0.8);
         let g = derive_edge_all(&w, &base(), &DARTS_PRIMITIVES, 4);
         assert!(g.normal.is_edge_all());
-        assert_eq!(g.normal.nodes[0], vec![Edge::new("none", 0), Edge::new("sep_conv_3x3", 1)]);
+        assert_eq!(
+            g.normal.nodes[0],
+            vec![Edge::new("none", 0), Edge::new("sep_conv_3x3", 1)]
+        );
         // Node 1: row 4 (none, 0.8) > row 3 (skip, 0.7) > row 2 (tie: first op = none).
-        assert_eq!(g.normal.nodes[1], vec![Edge::new("none", 2), Edge::new("skip_connect", 1), Edge::new("none", 0)]);
+        assert_eq!(
+            g.normal.nodes[1],
+            vec![
+                Edge::new("none", 2),
+                Edge::new("skip_connect", 1),
+                Edge::new("none", 0)
+            ]
+        );
         // Round trip through text keeps the none edges and the order.
         assert_eq!(Genotype::parse_darts_text(&g.to_darts_text()).unwrap(), g);
     }
@@ -197,15 +255,27 @@ mod tests {
     fn malformed_weights_are_errors() {
         let mut w = base();
         w.pop();
-        let e = try_derive_darts(&w, &base(), &DARTS_PRIMITIVES, 4).unwrap_err().to_string();
+        let e = try_derive_darts(&w, &base(), &DARTS_PRIMITIVES, 4)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("expected 14 weight rows"), "{e}");
         let mut w = base();
         w[3][2] = f32::NAN;
-        let e = try_derive_darts(&w, &base(), &DARTS_PRIMITIVES, 4).unwrap_err().to_string();
+        let e = try_derive_darts(&w, &base(), &DARTS_PRIMITIVES, 4)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("row 3, column 2 (avg_pool_3x3) is NaN"), "{e}");
-        let e = try_derive_edge_all(&base(), &base(), &DARTS_PRIMITIVES[..7], 4).unwrap_err().to_string();
+        let e = try_derive_edge_all(&base(), &base(), &DARTS_PRIMITIVES[..7], 4)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("has 8 values, expected 7"), "{e}");
-        assert!(try_derive_darts(&[vec![1.0], vec![1.0]], &[vec![1.0], vec![1.0]], &["none"], 1).is_err());
+        assert!(try_derive_darts(
+            &[vec![1.0], vec![1.0]],
+            &[vec![1.0], vec![1.0]],
+            &["none"],
+            1
+        )
+        .is_err());
     }
 
     #[test]

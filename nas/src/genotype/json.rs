@@ -27,7 +27,10 @@
 //! `json.dumps(genotype._asdict())`, split into nodes like the DARTS text
 //! form), and serde's own form of [`Genotype`] (`"normal": {"nodes": [[...]], "concat": [...]}`).
 
-use super::{default_concat, did_you_mean, Cell, Edge, Genotype, BAYESNAS_OPS, DARTS_EXTRA_OPS, DARTS_PRIMITIVES, NONE_OP};
+use super::{
+    default_concat, did_you_mean, Cell, Edge, Genotype, BAYESNAS_OPS, DARTS_EXTRA_OPS,
+    DARTS_PRIMITIVES, NONE_OP,
+};
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
@@ -68,7 +71,10 @@ fn entries(cell: &Cell) -> String {
             node.iter().map(move |e| {
                 // serde_json escapes the op name exactly as JSON requires.
                 let op = serde_json::to_string(&e.op).unwrap_or_else(|_| "\"?\"".into());
-                format!("    {{\"node\": {i}, \"input\": {}, \"op\": {op}}}", e.input)
+                format!(
+                    "    {{\"node\": {i}, \"input\": {}, \"op\": {op}}}",
+                    e.input
+                )
             })
         })
         .collect();
@@ -90,7 +96,10 @@ fn op_family(g: &Genotype) -> Option<&'static str> {
     if ops.is_empty() {
         return None;
     }
-    if ops.iter().all(|op| DARTS_PRIMITIVES.contains(op) || DARTS_EXTRA_OPS.contains(op)) {
+    if ops
+        .iter()
+        .all(|op| DARTS_PRIMITIVES.contains(op) || DARTS_EXTRA_OPS.contains(op))
+    {
         Some("darts")
     } else if ops.iter().all(|op| BAYESNAS_OPS.contains(op)) {
         Some("bayesnas")
@@ -128,27 +137,44 @@ pub(super) fn parse(s: &str) -> Result<Genotype> {
     }
     for key in map.keys() {
         if !KEYS.contains(&key.as_str()) {
-            let hint = did_you_mean(key, &KEYS).map(|s| format!(" (did you mean \"{s}\"?)")).unwrap_or_default();
-            bail!("cannot read the genotype JSON: unknown key \"{key}\"{hint}; known keys: {}", KEYS.join(", "));
+            let hint = did_you_mean(key, &KEYS)
+                .map(|s| format!(" (did you mean \"{s}\"?)"))
+                .unwrap_or_default();
+            bail!(
+                "cannot read the genotype JSON: unknown key \"{key}\"{hint}; known keys: {}",
+                KEYS.join(", ")
+            );
         }
     }
     if let Some(f) = map.get("op_family") {
         if !f.is_string() {
-            bail!("cannot read the genotype JSON: \"op_family\" must be a string such as \"darts\"");
+            bail!(
+                "cannot read the genotype JSON: \"op_family\" must be a string such as \"darts\""
+            );
         }
     }
     let cell = |which: &str| -> Result<Cell> {
-        let nodes = opt_usize(map.get(&format!("{which}_nodes")).or(map.get("nodes")), which, "nodes")?;
+        let nodes = opt_usize(
+            map.get(&format!("{which}_nodes")).or(map.get("nodes")),
+            which,
+            "nodes",
+        )?;
         let concat = match map.get(&format!("{which}_concat")).or(map.get("concat")) {
             None => None,
-            Some(c) => Some(usize_list(c).with_context(|| format!("cannot read the genotype JSON: {which} concat"))?),
+            Some(c) => Some(
+                usize_list(c)
+                    .with_context(|| format!("cannot read the genotype JSON: {which} concat"))?,
+            ),
         };
         let entries = map
             .get(which)
             .ok_or_else(|| anyhow!("cannot read the genotype JSON: \"{which}\" is missing"))?;
         cell_from_entries(entries, nodes, concat, which)
     };
-    Ok(Genotype { normal: cell("normal")?, reduce: cell("reduce")? })
+    Ok(Genotype {
+        normal: cell("normal")?,
+        reduce: cell("reduce")?,
+    })
 }
 
 fn opt_usize(v: Option<&Value>, which: &str, key: &str) -> Result<Option<usize>> {
@@ -162,16 +188,27 @@ fn opt_usize(v: Option<&Value>, which: &str, key: &str) -> Result<Option<usize>>
 }
 
 fn usize_list(v: &Value) -> Result<Vec<usize>> {
-    let arr = v.as_array().ok_or_else(|| anyhow!("expected a list of state indices such as [2, 3, 4, 5], found {v}"))?;
+    let arr = v.as_array().ok_or_else(|| {
+        anyhow!("expected a list of state indices such as [2, 3, 4, 5], found {v}")
+    })?;
     arr.iter()
-        .map(|x| x.as_u64().map(|n| n as usize).ok_or_else(|| anyhow!("expected a non-negative integer, found {x}")))
+        .map(|x| {
+            x.as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| anyhow!("expected a non-negative integer, found {x}"))
+        })
         .collect()
 }
 
-fn cell_from_entries(v: &Value, nodes: Option<usize>, concat: Option<Vec<usize>>, which: &str) -> Result<Cell> {
-    let arr = v
-        .as_array()
-        .ok_or_else(|| anyhow!("cannot read the genotype JSON: \"{which}\" must be a list of entries, found {v}"))?;
+fn cell_from_entries(
+    v: &Value,
+    nodes: Option<usize>,
+    concat: Option<Vec<usize>>,
+    which: &str,
+) -> Result<Cell> {
+    let arr = v.as_array().ok_or_else(|| {
+        anyhow!("cannot read the genotype JSON: \"{which}\" must be a list of entries, found {v}")
+    })?;
     let where_ = |k: usize| format!("cannot read the genotype JSON: {which}[{k}]");
     if arr.iter().any(Value::is_array) {
         // Python-style ["op", input] pairs: a flat list, split as the DARTS text form does.
@@ -179,10 +216,21 @@ fn cell_from_entries(v: &Value, nodes: Option<usize>, concat: Option<Vec<usize>>
         for (k, e) in arr.iter().enumerate() {
             match e.as_array().map(|p| p.as_slice()) {
                 Some([Value::String(op), input]) => {
-                    let input = input.as_u64().ok_or_else(|| anyhow!("{}: the input must be a non-negative integer, found {input}", where_(k)))?;
-                    edges.push(Edge { op: op.clone(), input: input as usize });
+                    let input = input.as_u64().ok_or_else(|| {
+                        anyhow!(
+                            "{}: the input must be a non-negative integer, found {input}",
+                            where_(k)
+                        )
+                    })?;
+                    edges.push(Edge {
+                        op: op.clone(),
+                        input: input as usize,
+                    });
                 }
-                _ => bail!("{}: expected [\"op\", input] like the other entries, found {e}", where_(k)),
+                _ => bail!(
+                    "{}: expected [\"op\", input] like the other entries, found {e}",
+                    where_(k)
+                ),
             }
         }
         return super::text::split_flat(edges, concat, which)
@@ -190,25 +238,42 @@ fn cell_from_entries(v: &Value, nodes: Option<usize>, concat: Option<Vec<usize>>
     }
     let mut cells: Vec<Vec<Edge>> = Vec::new();
     for (k, e) in arr.iter().enumerate() {
-        let obj = e
-            .as_object()
-            .ok_or_else(|| anyhow!("{}: expected {{\"node\": 0, \"input\": 1, \"op\": \"sep_conv_3x3\"}}, found {e}", where_(k)))?;
+        let obj = e.as_object().ok_or_else(|| {
+            anyhow!(
+                "{}: expected {{\"node\": 0, \"input\": 1, \"op\": \"sep_conv_3x3\"}}, found {e}",
+                where_(k)
+            )
+        })?;
         for key in obj.keys() {
             if !["node", "input", "op"].contains(&key.as_str()) {
-                bail!("{}: unknown key \"{key}\"; an entry has \"node\", \"input\" and \"op\"", where_(k));
+                bail!(
+                    "{}: unknown key \"{key}\"; an entry has \"node\", \"input\" and \"op\"",
+                    where_(k)
+                );
             }
         }
-        let field = |name: &str| obj.get(name).ok_or_else(|| anyhow!("{}: \"{name}\" is missing", where_(k)));
+        let field = |name: &str| {
+            obj.get(name)
+                .ok_or_else(|| anyhow!("{}: \"{name}\" is missing", where_(k)))
+        };
         let node = field("node")?
             .as_u64()
-            .ok_or_else(|| anyhow!("{}: \"node\" must be a non-negative integer", where_(k)))? as usize;
+            .ok_or_else(|| anyhow!("{}: \"node\" must be a non-negative integer", where_(k)))?
+            as usize;
         let input = field("input")?
             .as_u64()
-            .ok_or_else(|| anyhow!("{}: \"input\" must be a non-negative integer", where_(k)))? as usize;
-        let op = field("op")?.as_str().ok_or_else(|| anyhow!("{}: \"op\" must be a string", where_(k)))?;
+            .ok_or_else(|| anyhow!("{}: \"input\" must be a non-negative integer", where_(k)))?
+            as usize;
+        let op = field("op")?
+            .as_str()
+            .ok_or_else(|| anyhow!("{}: \"op\" must be a string", where_(k)))?;
         if let Some(n) = nodes {
             if node >= n {
-                bail!("{}: node {node} is out of range; the cell has {n} nodes (0..{})", where_(k), n.saturating_sub(1));
+                bail!(
+                    "{}: node {node} is out of range; the cell has {n} nodes (0..{})",
+                    where_(k),
+                    n.saturating_sub(1)
+                );
             }
         }
         if node > 1000 {
@@ -217,13 +282,19 @@ fn cell_from_entries(v: &Value, nodes: Option<usize>, concat: Option<Vec<usize>>
         if cells.len() <= node {
             cells.resize(node + 1, Vec::new());
         }
-        cells[node].push(Edge { op: op.to_string(), input });
+        cells[node].push(Edge {
+            op: op.to_string(),
+            input,
+        });
     }
     if let Some(n) = nodes {
         cells.resize(n, Vec::new());
     }
     let concat = concat.unwrap_or_else(|| default_concat(cells.len()));
-    Ok(Cell { nodes: cells, concat })
+    Ok(Cell {
+        nodes: cells,
+        concat,
+    })
 }
 
 #[cfg(test)]
@@ -238,7 +309,10 @@ mod tests {
         assert!(j.starts_with(
             "{\n  \"nodes\": 4,\n  \"concat\": [2, 3, 4, 5],\n  \"op_family\": \"darts\",\n  \"normal\": [\n    {\"node\": 0, \"input\": 0, \"op\": \"sep_conv_3x3\"},\n"
         ), "{j}");
-        assert!(j.ends_with("    {\"node\": 3, \"input\": 1, \"op\": \"max_pool_3x3\"}\n  ]\n}\n"), "{j}");
+        assert!(
+            j.ends_with("    {\"node\": 3, \"input\": 1, \"op\": \"max_pool_3x3\"}\n  ]\n}\n"),
+            "{j}"
+        );
         assert_eq!(parse(&j).unwrap(), g);
         // The output is valid JSON for any reader.
         let v: Value = serde_json::from_str(&j).unwrap();
@@ -250,7 +324,11 @@ mod tests {
         let mut g = builtin("BAYESNAS_0_01").unwrap();
         g.reduce.concat = vec![3, 4, 5];
         let j = write(&g);
-        assert!(j.contains("\"normal_concat\": [2, 3, 4, 5]") && j.contains("\"reduce_concat\": [3, 4, 5]"), "{j}");
+        assert!(
+            j.contains("\"normal_concat\": [2, 3, 4, 5]")
+                && j.contains("\"reduce_concat\": [3, 4, 5]"),
+            "{j}"
+        );
         assert!(j.contains("\"op_family\": \"bayesnas\""), "{j}");
         assert_eq!(parse(&j).unwrap(), g);
     }
@@ -260,7 +338,10 @@ mod tests {
         let py = r#"{"normal": [["sep_conv_3x3", 0], ["sep_conv_3x3", 1], ["skip_connect", 0], ["dil_conv_3x3", 2]],
                      "normal_concat": [2, 3], "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1]], "reduce_concat": [2]}"#;
         let g = parse(py).unwrap();
-        assert_eq!(g.normal.nodes[1], vec![Edge::new("skip_connect", 0), Edge::new("dil_conv_3x3", 2)]);
+        assert_eq!(
+            g.normal.nodes[1],
+            vec![Edge::new("skip_connect", 0), Edge::new("dil_conv_3x3", 2)]
+        );
         assert_eq!(g.reduce.nodes.len(), 1);
         let serde_form = serde_json::to_string(&g).unwrap();
         assert_eq!(parse(&serde_form).unwrap(), g);
@@ -272,23 +353,46 @@ mod tests {
             "normal": [{"node": 1, "input": 2, "op": "b"}, {"node": 0, "input": 0, "op": "a"}, {"node": 1, "input": 0, "op": "c"}],
             "reduce": []}"#;
         let g = parse(j).unwrap();
-        assert_eq!(g.normal.nodes, vec![vec![Edge::new("a", 0)], vec![Edge::new("b", 2), Edge::new("c", 0)]]);
+        assert_eq!(
+            g.normal.nodes,
+            vec![
+                vec![Edge::new("a", 0)],
+                vec![Edge::new("b", 2), Edge::new("c", 0)]
+            ]
+        );
         assert_eq!(g.reduce.nodes, vec![vec![], vec![]]);
     }
 
     #[test]
     fn errors_name_the_entry_and_the_fix() {
-        let e = parse(r#"{"normal": [{"node": 0, "input": "x", "op": "a"}], "reduce": []}"#).unwrap_err().to_string();
-        assert!(e.contains("normal[0]: \"input\" must be a non-negative integer"), "{e}");
-        let e = parse(r#"{"normal": [], "reduce": [], "concta": [2]}"#).unwrap_err().to_string();
-        assert!(e.contains("unknown key \"concta\" (did you mean \"concat\"?)"), "{e}");
-        let e = parse(r#"{"nodes": 1, "normal": [{"node": 3, "input": 0, "op": "a"}], "reduce": []}"#).unwrap_err().to_string();
+        let e = parse(r#"{"normal": [{"node": 0, "input": "x", "op": "a"}], "reduce": []}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("normal[0]: \"input\" must be a non-negative integer"),
+            "{e}"
+        );
+        let e = parse(r#"{"normal": [], "reduce": [], "concta": [2]}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown key \"concta\" (did you mean \"concat\"?)"),
+            "{e}"
+        );
+        let e =
+            parse(r#"{"nodes": 1, "normal": [{"node": 3, "input": 0, "op": "a"}], "reduce": []}"#)
+                .unwrap_err()
+                .to_string();
         assert!(e.contains("node 3 is out of range"), "{e}");
         let e = parse(r#"{"normal": []}"#).unwrap_err().to_string();
         assert!(e.contains("\"reduce\" is missing"), "{e}");
         let e = parse("{\"normal\": [").unwrap_err();
         assert!(format!("{e:#}").contains("line 1"), "{e:#}");
-        let e = parse(r#"{"normal": [["a", 0], ["b", 1], ["c", 0]], "normal_concat": [2, 3], "reduce": []}"#).unwrap_err().to_string();
+        let e = parse(
+            r#"{"normal": [["a", 0], ["b", 1], ["c", 0]], "normal_concat": [2, 3], "reduce": []}"#,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("3 entries"), "{e}");
     }
 }

@@ -54,7 +54,11 @@ fn write_entries(cell: &Cell) -> String {
     if flat {
         format!("[{}]", join(&cell.nodes.concat()))
     } else {
-        let nodes: Vec<String> = cell.nodes.iter().map(|n| format!("[{}]", join(n))).collect();
+        let nodes: Vec<String> = cell
+            .nodes
+            .iter()
+            .map(|n| format!("[{}]", join(n)))
+            .collect();
         format!("[{}]", nodes.join(", "))
     }
 }
@@ -118,7 +122,10 @@ fn locate(src: &str, offset: usize) -> String {
 /// Tokens of `src[start..]`, with offsets into the whole of `src`.
 fn lex(src: &str, start: usize) -> Result<Lexer<'_>> {
     let mut toks = Vec::new();
-    let mut it = src[start..].char_indices().map(|(p, c)| (p + start, c)).peekable();
+    let mut it = src[start..]
+        .char_indices()
+        .map(|(p, c)| (p + start, c))
+        .peekable();
     while let Some(&(pos, c)) = it.peek() {
         if c.is_whitespace() {
             it.next();
@@ -176,13 +183,19 @@ fn lex(src: &str, start: usize) -> Result<Lexer<'_>> {
                 it.next();
                 toks.push((Tok::Arrow, pos));
             } else {
-                bail!("{}: unexpected '<' (an arrow is written '<-' or '←')", locate(src, pos));
+                bail!(
+                    "{}: unexpected '<' (an arrow is written '<-' or '←')",
+                    locate(src, pos)
+                );
             }
         } else if "()[]{},=|:*-;".contains(c) {
             it.next();
             toks.push((Tok::Punct(c), pos));
         } else {
-            bail!("{}: unexpected character '{c}' in a genotype", locate(src, pos));
+            bail!(
+                "{}: unexpected character '{c}' in a genotype",
+                locate(src, pos)
+            );
         }
     }
     toks.push((Tok::End, src.len()));
@@ -277,7 +290,9 @@ impl<'a> Parser<'a> {
         } else if matches!(self.peek(), Tok::Ident(_)) && *self.peek_at(1) == Tok::Punct('=') {
             self.arguments(None)?
         } else {
-            return Err(self.err("a genotype such as Genotype(normal=[('sep_conv_3x3', 0), ...], ...)"));
+            return Err(
+                self.err("a genotype such as Genotype(normal=[('sep_conv_3x3', 0), ...], ...)")
+            );
         };
         if *self.peek() != Tok::End {
             return Err(self.err("the end of the genotype"));
@@ -316,10 +331,18 @@ impl<'a> Parser<'a> {
                 _ => return Err(self.err("'normal = [...]' or 'reduce = [...]'")),
             };
             if values[slot].is_some() {
-                return Err(self.err(&format!("each of {} once; {} is given twice", KEYS.join(", "), KEYS[slot])));
+                return Err(self.err(&format!(
+                    "each of {} once; {} is given twice",
+                    KEYS.join(", "),
+                    KEYS[slot]
+                )));
             }
             let at = self.pos();
-            let v = if slot % 2 == 0 { Value::Entries(self.entries()?) } else { Value::Concat(self.concat()?) };
+            let v = if slot % 2 == 0 {
+                Value::Entries(self.entries()?)
+            } else {
+                Value::Concat(self.concat()?)
+            };
             values[slot] = Some((v, at));
             // Arguments are separated by commas (or, in the bare form, by whitespace).
             if !self.eat(',') && close.is_some() && *self.peek() != Tok::Punct(')') {
@@ -328,7 +351,10 @@ impl<'a> Parser<'a> {
             self.eat(';');
         }
         let [n, nc, r, rc] = values;
-        let cell = |e: Option<(Value, usize)>, c: Option<(Value, usize)>, which: &str| -> Result<Cell> {
+        let cell = |e: Option<(Value, usize)>,
+                    c: Option<(Value, usize)>,
+                    which: &str|
+         -> Result<Cell> {
             let Some((Value::Entries(entries), _)) = e else {
                 bail!(
                     "cannot read the genotype: '{which}' is missing; write {which}=[('op', input), ...]"
@@ -340,7 +366,10 @@ impl<'a> Parser<'a> {
             };
             self.to_cell(entries, concat, which)
         };
-        Ok(Genotype { normal: cell(n, nc, "normal")?, reduce: cell(r, rc, "reduce")? })
+        Ok(Genotype {
+            normal: cell(n, nc, "normal")?,
+            reduce: cell(r, rc, "reduce")?,
+        })
     }
 
     /// Splits the written entries into nodes (see the module docs).
@@ -351,7 +380,10 @@ impl<'a> Parser<'a> {
                 Ok(Cell { nodes, concat })
             }
             Entries::Flat { edges, at } => split_flat(edges, concat, which).map_err(|msg| {
-                anyhow!("cannot read the genotype at {}: {msg}", locate(self.lx.src, at))
+                anyhow!(
+                    "cannot read the genotype at {}: {msg}",
+                    locate(self.lx.src, at)
+                )
             }),
         }
     }
@@ -379,7 +411,10 @@ impl<'a> Parser<'a> {
         }
         self.expect(']', "',', '|' or ']' after an entry")?;
         if blocks.len() == 1 {
-            Ok(Entries::Flat { edges: blocks.concat(), at })
+            Ok(Entries::Flat {
+                edges: blocks.concat(),
+                at,
+            })
         } else {
             Ok(Entries::Nodes(blocks))
         }
@@ -414,7 +449,8 @@ impl<'a> Parser<'a> {
         };
         self.bump();
         self.expect(',', "',' between the op name and its input index")?;
-        let input = self.int("the input index of the entry (0 = c_{k-2}, 1 = c_{k-1}, 2 = node 0, ...)")?;
+        let input =
+            self.int("the input index of the entry (0 = c_{k-2}, 1 = c_{k-1}, 2 = node 0, ...)")?;
         self.eat(',');
         self.expect(')', "')' closing the entry")?;
         Ok(Edge { op, input })
@@ -434,7 +470,11 @@ impl<'a> Parser<'a> {
                 self.bump();
                 self.expect('(', "'(' after range")?;
                 let a = self.int("a number in range(start, end)")?;
-                let (a, b) = if self.eat(',') { (a, self.int("the end of range(start, end)")?) } else { (0, a) };
+                let (a, b) = if self.eat(',') {
+                    (a, self.int("the end of range(start, end)")?)
+                } else {
+                    (0, a)
+                };
                 self.expect(')', "')' closing range(start, end)")?;
                 Ok((a..b).collect())
             }
@@ -477,8 +517,12 @@ impl<'a> Parser<'a> {
                 let expected = format!("n{}", nodes.len());
                 match self.peek() {
                     Tok::Ident(s) if *s == expected => {}
-                    _ if bullet || matches!(self.peek(), Tok::Ident(s) if s.starts_with('n') && s[1..].parse::<usize>().is_ok()) => {
-                        return Err(self.err(&format!("'{expected} ←' (nodes are listed in order from n0)")))
+                    _ if bullet
+                        || matches!(self.peek(), Tok::Ident(s) if s.starts_with('n') && s[1..].parse::<usize>().is_ok()) =>
+                    {
+                        return Err(self.err(&format!(
+                            "'{expected} ←' (nodes are listed in order from n0)"
+                        )))
                     }
                     _ => break,
                 }
@@ -505,17 +549,29 @@ impl<'a> Parser<'a> {
         }
         let [normal, reduce] = cells;
         let cell = |n: Option<Vec<Vec<Edge>>>, which: &str| -> Result<Cell> {
-            let nodes = n.ok_or_else(|| anyhow!("cannot read the genotype: the '{which}:' cell is missing"))?;
-            Ok(Cell { concat: default_concat(nodes.len()), nodes })
+            let nodes = n.ok_or_else(|| {
+                anyhow!("cannot read the genotype: the '{which}:' cell is missing")
+            })?;
+            Ok(Cell {
+                concat: default_concat(nodes.len()),
+                nodes,
+            })
         };
-        Ok(Genotype { normal: cell(normal, "normal")?, reduce: cell(reduce, "reduce")? })
+        Ok(Genotype {
+            normal: cell(normal, "normal")?,
+            reduce: cell(reduce, "reduce")?,
+        })
     }
 }
 
 /// Splits a flat entry list into nodes by its length and the concat (see the
 /// module docs); the error says what was expected.
 #[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87; the workspace allows 1.85
-pub(super) fn split_flat(edges: Vec<Edge>, concat: Option<Vec<usize>>, which: &str) -> Result<Cell, String> {
+pub(super) fn split_flat(
+    edges: Vec<Edge>,
+    concat: Option<Vec<usize>>,
+    which: &str,
+) -> Result<Cell, String> {
     let (steps, concat) = match concat {
         Some(c) => (c.iter().max().map_or(0, |m| m.saturating_sub(1)), c),
         None if edges.len() % 2 == 0 => (edges.len() / 2, default_concat(edges.len() / 2)),
@@ -574,7 +630,10 @@ mod tests {
     fn darts_line_round_trips_byte_for_byte() {
         let g = parse(V2).unwrap();
         assert_eq!(g.normal.nodes.len(), 4);
-        assert_eq!(g.normal.nodes[3], vec![Edge::new("skip_connect", 0), Edge::new("dil_conv_3x3", 2)]);
+        assert_eq!(
+            g.normal.nodes[3],
+            vec![Edge::new("skip_connect", 0), Edge::new("dil_conv_3x3", 2)]
+        );
         assert_eq!(g.reduce.concat, vec![2, 3, 4, 5]);
         assert_eq!(write(&g), V2);
     }
@@ -589,7 +648,10 @@ mod tests {
     fn positional_arguments_in_namedtuple_order() {
         let text = "Genotype([('a', 0), ('b', 1)], [2], [('c', 1), ('d', 0)], range(2, 3))";
         let g = parse(text).unwrap();
-        assert_eq!(g.normal.nodes, vec![vec![Edge::new("a", 0), Edge::new("b", 1)]]);
+        assert_eq!(
+            g.normal.nodes,
+            vec![vec![Edge::new("a", 0), Edge::new("b", 1)]]
+        );
         assert_eq!(g.reduce.nodes[0][0].op, "c");
     }
 
@@ -612,14 +674,27 @@ mod tests {
     fn general_cells_print_nested_and_read_back() {
         let g = Genotype {
             normal: Cell {
-                nodes: vec![vec![Edge::new("sep_5", 1), Edge::new("ident", 0), Edge::new("max_pool", 0)], vec![Edge::new("ident", 2)]],
+                nodes: vec![
+                    vec![
+                        Edge::new("sep_5", 1),
+                        Edge::new("ident", 0),
+                        Edge::new("max_pool", 0),
+                    ],
+                    vec![Edge::new("ident", 2)],
+                ],
                 concat: vec![2, 3],
             },
-            reduce: Cell { nodes: vec![vec![], vec![Edge::new("x", 1)]], concat: vec![3] },
+            reduce: Cell {
+                nodes: vec![vec![], vec![Edge::new("x", 1)]],
+                concat: vec![3],
+            },
         };
         let text = write(&g);
         assert!(text.starts_with("Genotype(normal=[[('sep_5', 1), ('ident', 0), ('max_pool', 0)], [('ident', 2)]], normal_concat=range(2, 4)"), "{text}");
-        assert!(text.contains("reduce=[[], [('x', 1)]], reduce_concat=[3]"), "{text}");
+        assert!(
+            text.contains("reduce=[[], [('x', 1)]], reduce_concat=[3]"),
+            "{text}"
+        );
         assert_eq!(parse(&text).unwrap(), g);
     }
 
@@ -629,12 +704,24 @@ mod tests {
         let g = parse(bars).unwrap();
         assert_eq!(g.normal.nodes.len(), 2);
         assert_eq!(g.normal.nodes[1][2], Edge::new("none", 2));
-        assert_eq!(g.reduce.nodes, vec![vec![Edge::new("max_pool_3x3", 0)], vec![Edge::new("none", 0)]]);
+        assert_eq!(
+            g.reduce.nodes,
+            vec![
+                vec![Edge::new("max_pool_3x3", 0)],
+                vec![Edge::new("none", 0)]
+            ]
+        );
         assert_eq!(g.normal.concat, vec![2, 3]);
 
         let arrows = "normal:\n  * n0 ← (sep_5, 1), (sep_5, 0)\n  * n1 <- (ident, 2)\nreduce:\n  - n0 ← [(avg_pool, 0)]\n";
         let g = parse(arrows).unwrap();
-        assert_eq!(g.normal.nodes, vec![vec![Edge::new("sep_5", 1), Edge::new("sep_5", 0)], vec![Edge::new("ident", 2)]]);
+        assert_eq!(
+            g.normal.nodes,
+            vec![
+                vec![Edge::new("sep_5", 1), Edge::new("sep_5", 0)],
+                vec![Edge::new("ident", 2)]
+            ]
+        );
         assert_eq!(g.reduce.nodes, vec![vec![Edge::new("avg_pool", 0)]]);
         assert_eq!(g.reduce.concat, vec![2]);
     }
@@ -644,10 +731,15 @@ mod tests {
         let bad = "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3' 1)], normal_concat=range(2, 3), reduce=[], reduce_concat=[])";
         let e = parse(bad).unwrap_err().to_string();
         assert!(e.contains("line 1, column 55"), "{e}");
-        assert!(e.contains("expected ',' between the op name and its input index"), "{e}");
+        assert!(
+            e.contains("expected ',' between the op name and its input index"),
+            "{e}"
+        );
         assert!(e.contains("found the number 1"), "{e}");
 
-        let e = parse("Genotype(normal=[('a', 0)],\n normal_concta=range(2, 3))").unwrap_err().to_string();
+        let e = parse("Genotype(normal=[('a', 0)],\n normal_concta=range(2, 3))")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("line 2, column 2"), "{e}");
         assert!(e.contains("did you mean 'normal_concat'"), "{e}");
 
@@ -655,10 +747,14 @@ mod tests {
         assert!(e.contains("normal has 3 entries"), "{e}");
         assert!(e.contains("expected 4 (two per node, DARTS) or 5"), "{e}");
 
-        let e = parse("Genotype(normal=[('a', 0), ('b', 1)], normal_concat=range(2, 3))").unwrap_err().to_string();
+        let e = parse("Genotype(normal=[('a', 0), ('b', 1)], normal_concat=range(2, 3))")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'reduce' is missing"), "{e}");
 
-        let e = parse("Genotype(normal=[('a', 0), ('b', -1)])").unwrap_err().to_string();
+        let e = parse("Genotype(normal=[('a', 0), ('b', -1)])")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("expected the input index"), "{e}");
 
         let e = parse("Genotype(normal=[('a, 0)])").unwrap_err().to_string();
@@ -673,7 +769,9 @@ mod tests {
 
     #[test]
     fn odd_flat_list_without_concat_is_an_error() {
-        let e = parse("normal = [(a, 0), (b, 1), (c, 0)] reduce = [(a, 0), (b, 1)]").unwrap_err().to_string();
+        let e = parse("normal = [(a, 0), (b, 1), (c, 0)] reduce = [(a, 0), (b, 1)]")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("an odd number"), "{e}");
     }
 }
