@@ -22,6 +22,10 @@ pub use derive::{derive_darts, derive_edge_all, try_derive_darts, try_derive_edg
 
 use serde::{Deserialize, Serialize};
 
+/// More intermediate nodes than any cell has; larger counts in a text are
+/// rejected as typos before anything is allocated for them.
+pub const MAX_NODES: usize = 1000;
+
 /// The op that marks an absent edge. Always accepted by [`Genotype::validate`].
 pub const NONE_OP: &str = "none";
 

@@ -228,4 +228,8 @@ fn bad_requests_are_errors_not_panics() {
         .unwrap()
         .unwrap_err();
     assert!(e.to_string().contains("normalisation"), "{e}");
+    let mut short = toy(3);
+    short.images.truncate(100);
+    let e = random_batch(&short, 2, &Augment::default(), &mut rng).unwrap_err();
+    assert!(e.to_string().contains("malformed"), "{e}");
 }

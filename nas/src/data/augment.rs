@@ -105,6 +105,17 @@ fn make_batch(
         );
     }
     let len = ds.image_len();
+    if ds.images.len() != ds.len() * len {
+        bail!(
+            "data set is malformed: {} labels of {}x{}x{} images need {} bytes, it holds {}",
+            ds.len(),
+            ds.channels,
+            ds.height,
+            ds.width,
+            ds.len() * len,
+            ds.images.len()
+        );
+    }
     let mut data = vec![0f32; idx.len() * len];
     data.par_chunks_mut(len.max(1))
         .zip(idx.par_iter())

@@ -4,7 +4,7 @@
 //! 0-1, node 1: rows 2-4, node 2: rows 5-8, ...; within a node, predecessor
 //! order c_{k-2}, c_{k-1}, n_0, ...), one column per primitive.
 
-use super::{default_concat, Cell, Edge, Genotype, NONE_OP};
+use super::{default_concat, Cell, Edge, Genotype, MAX_NODES, NONE_OP};
 use anyhow::{bail, Result};
 
 /// The DARTS rule (spec §2.7): per node keep the two predecessors whose best
@@ -84,6 +84,9 @@ enum Rule {
 }
 
 fn check(w: &[Vec<f32>], primitives: &[&str], steps: usize, which: &str) -> Result<()> {
+    if steps > MAX_NODES {
+        bail!("cannot derive the {which} cell: {steps} steps is implausibly many (at most {MAX_NODES})");
+    }
     let rows = steps * (steps + 3) / 2;
     if w.len() != rows {
         bail!(

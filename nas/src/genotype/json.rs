@@ -29,7 +29,7 @@
 
 use super::{
     default_concat, did_you_mean, Cell, Edge, Genotype, BAYESNAS_OPS, DARTS_EXTRA_OPS,
-    DARTS_PRIMITIVES, NONE_OP,
+    DARTS_PRIMITIVES, MAX_NODES, NONE_OP,
 };
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
@@ -169,6 +169,9 @@ pub(super) fn parse(s: &str) -> Result<Genotype> {
         let entries = map
             .get(which)
             .ok_or_else(|| anyhow!("cannot read the genotype JSON: \"{which}\" is missing"))?;
+        if nodes.is_some_and(|n| n > MAX_NODES) {
+            bail!("cannot read the genotype JSON: {which} nodes is implausibly large (at most {MAX_NODES})");
+        }
         cell_from_entries(entries, nodes, concat, which)
     };
     Ok(Genotype {
@@ -276,7 +279,7 @@ fn cell_from_entries(
                 );
             }
         }
-        if node > 1000 {
+        if node >= MAX_NODES {
             bail!("{}: node {node} is implausibly large", where_(k));
         }
         if cells.len() <= node {
@@ -384,6 +387,15 @@ mod tests {
                 .unwrap_err()
                 .to_string();
         assert!(e.contains("node 3 is out of range"), "{e}");
+        let e = parse(r#"{"nodes": 100000000000, "normal": [], "reduce": []}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("implausibly large"), "{e}");
+        let e =
+            parse(r#"{"normal": [{"node": 99999999999, "input": 0, "op": "a"}], "reduce": []}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(e.contains("implausibly large"), "{e}");
         let e = parse(r#"{"normal": []}"#).unwrap_err().to_string();
         assert!(e.contains("\"reduce\" is missing"), "{e}");
         let e = parse("{\"normal\": [").unwrap_err();

@@ -25,7 +25,7 @@
 //! 2i+1 feed node i); `steps·(steps+3)/2` entries are SNAS `edge_all` blocks of
 //! 2, 3, 4, ... entries. Without a concat a flat list is read as pairs.
 
-use super::{default_concat, did_you_mean, Cell, Edge, Genotype};
+use super::{default_concat, did_you_mean, Cell, Edge, Genotype, MAX_NODES};
 use anyhow::{anyhow, bail, Result};
 
 // ---------------------------------------------------------------- writing
@@ -469,6 +469,7 @@ impl<'a> Parser<'a> {
             Tok::Ident(f) if f == "range" => {
                 self.bump();
                 self.expect('(', "'(' after range")?;
+                let at = self.pos();
                 let a = self.int("a number in range(start, end)")?;
                 let (a, b) = if self.eat(',') {
                     (a, self.int("the end of range(start, end)")?)
@@ -476,6 +477,13 @@ impl<'a> Parser<'a> {
                     (0, a)
                 };
                 self.expect(')', "')' closing range(start, end)")?;
+                if b > MAX_NODES + 2 {
+                    bail!(
+                        "cannot read the genotype at {}: range(..., {b}) is implausibly large (at most {} states)",
+                        locate(self.lx.src, at),
+                        MAX_NODES + 2
+                    );
+                }
                 Ok((a..b).collect())
             }
             Tok::Punct('[') => {
@@ -572,6 +580,12 @@ pub(super) fn split_flat(
     concat: Option<Vec<usize>>,
     which: &str,
 ) -> Result<Cell, String> {
+    if let Some(big) = concat.iter().flatten().find(|&&c| c > MAX_NODES + 1) {
+        return Err(format!(
+            "{which}_concat names state {big}, implausibly large (at most {})",
+            MAX_NODES + 1
+        ));
+    }
     let (steps, concat) = match concat {
         Some(c) => (c.iter().max().map_or(0, |m| m.saturating_sub(1)), c),
         None if edges.len() % 2 == 0 => (edges.len() / 2, default_concat(edges.len() / 2)),
@@ -765,6 +779,21 @@ mod tests {
 
         let e = parse("Genotype(normal=[('a', 0), ('b', 1)], normal_concat=range(2, 3), reduce=[('a', 0), ('b', 1)]) trailing").unwrap_err().to_string();
         assert!(e.contains("expected the end of the genotype"), "{e}");
+    }
+
+    #[test]
+    fn huge_numbers_are_errors_not_panics_or_allocations() {
+        let e =
+            parse("normal = [(a, 0), (b, 1)] normal_concat = range(2, 99999999999) reduce = []")
+                .unwrap_err();
+        assert!(e.to_string().contains("implausibly large"), "{e}");
+        let e = parse(
+            "normal = [(a, 0), (b, 1)] normal_concat = [2, 18446744073709551615] reduce = []",
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("implausibly large"), "{e}");
+        let e = parse("normal = [(a, 99999999999999999999999)] reduce = []").unwrap_err();
+        assert!(e.to_string().contains("number too large"), "{e}");
     }
 
     #[test]
