@@ -115,8 +115,6 @@ impl Classifier {
 /// pools at search time (pool outputs are not normalised otherwise, and would
 /// dominate the weighted sum).
 struct Candidate {
-    /// Column of this op in the mixing-weight matrix.
-    column: usize,
     op: Op,
     pool_bn: Option<BatchNorm>,
 }
@@ -126,11 +124,14 @@ struct Candidate {
 /// nor any gradient (its weight still gets its zero gradient via the softmax).
 struct MixedOp {
     candidates: Vec<Candidate>,
+    /// Column of each candidate in the mixing-weight matrix (u32, for index_select).
+    columns: Tensor,
 }
 
 impl MixedOp {
     fn new(primitives: &[Primitive], c: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
         let mut candidates = Vec::new();
+        let mut columns = Vec::new();
         for (column, &p) in primitives.iter().enumerate() {
             if p == Primitive::None {
                 continue;
@@ -144,34 +145,40 @@ impl MixedOp {
                 }
                 _ => None,
             };
-            candidates.push(Candidate {
-                column,
-                op,
-                pool_bn,
-            });
+            candidates.push(Candidate { op, pool_bn });
+            columns.push(column as u32);
         }
-        Ok(Self { candidates })
+        let columns = Tensor::new(columns.as_slice(), vb.device())?;
+        Ok(Self {
+            candidates,
+            columns,
+        })
     }
 
     /// `w` is this edge's row of mixing weights, shape [num_primitives].
+    ///
+    /// The weighted sum is one [1,K] x [K,N] matmul over the stacked op
+    /// outputs rather than K scalar products and K-1 adds: measured 1.6x
+    /// faster forward+backward for K=7 on [32,8,28,28], and the autograd
+    /// graph keeps one stacked copy instead of 2K-1 intermediate tensors.
     fn forward_t(&self, x: &Tensor, w: &Tensor, train: bool) -> Result<Tensor> {
-        let mut sum: Option<Tensor> = None;
+        let mut outputs = Vec::with_capacity(self.candidates.len());
         for cand in &self.candidates {
             let mut y = cand.op.forward_t(x, train)?;
             if let Some(bn) = &cand.pool_bn {
                 y = bn.forward_t(&y, train)?;
             }
-            let term = y.broadcast_mul(&w.get(cand.column)?)?;
-            sum = Some(match sum {
-                None => term,
-                Some(s) => (s + term)?,
-            });
+            outputs.push(y);
         }
-        match sum {
-            Some(s) => Ok(s),
+        let k = outputs.len();
+        let Some(first) = outputs.first() else {
             // Unreachable: SearchNetwork::new rejects primitive lists without a real op.
-            None => bail!("MixedOp has no candidate op besides `none`"),
-        }
+            bail!("MixedOp has no candidate op besides `none`");
+        };
+        let shape = first.shape().clone();
+        let w = w.index_select(&self.columns, 0)?.reshape((1, k))?;
+        let stacked = Tensor::stack(&outputs, 0)?.reshape((k, shape.elem_count()))?;
+        w.matmul(&stacked)?.reshape(shape)
     }
 }
 
