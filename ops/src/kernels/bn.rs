@@ -4,7 +4,14 @@
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::common::{bn_bwd_sums, kernel_ok, slice, sqdev8, sum8, with_slice};
+use super::common::{kernel_ok, slice, with_slice};
+use super::simd::{self, multiversion};
+
+multiversion!(fn plane_sum(x: &[f32]) -> f64 = simd::sum;);
+multiversion!(fn plane_sqdev(x: &[f32], m: f32) -> f64 = simd::sqdev;);
+multiversion!(fn plane_bwd_sums(g: &[f32], x: &[f32], m: f32) -> (f64, f64) = simd::bn_bwd_sums;);
+multiversion!(fn plane_scale_shift(o: &mut [f32], x: &[f32], a: f32, b: f32) = simd::scale_shift;);
+multiversion!(fn plane_dx(o: &mut [f32], g: &[f32], x: &[f32], a: f32, k: f32, c: f32) = simd::bn_dx;);
 use crate::reference;
 
 struct BnTrain {
@@ -28,10 +35,7 @@ impl CustomOp3 for BnTrain {
         let hw = h * w;
         let mut out = vec![0f32; b * c * hw];
         out.par_chunks_mut(hw).enumerate().for_each(|(i, o)| {
-            let (a, s) = (scale[i % c], shift[i % c]);
-            for (o, v) in o.iter_mut().zip(&x[i * hw..(i + 1) * hw]) {
-                *o = v * a + s;
-            }
+            plane_scale_shift(o, &x[i * hw..(i + 1) * hw], scale[i % c], shift[i % c]);
         });
         Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
     }
@@ -46,7 +50,7 @@ impl CustomOp3 for BnTrain {
                 // per-plane partial sums, reduced over the batch
                 let part: Vec<(f64, f64)> = (0..b * c)
                     .into_par_iter()
-                    .map(|i| bn_bwd_sums(&gs[i * hw..(i + 1) * hw], &xs[i * hw..(i + 1) * hw], self.mean[i % c]))
+                    .map(|i| plane_bwd_sums(&gs[i * hw..(i + 1) * hw], &xs[i * hw..(i + 1) * hw], self.mean[i % c]))
                     .collect();
                 let mut sg = vec![0f64; c];
                 let mut sgx = vec![0f64; c];
@@ -67,11 +71,7 @@ impl CustomOp3 for BnTrain {
                 let mut gx = vec![0f32; b * c * hw];
                 gx.par_chunks_mut(hw).enumerate().for_each(|(i, o)| {
                     let (a, k, c0) = coef[i % c];
-                    let g = &gs[i * hw..(i + 1) * hw];
-                    let xv = &xs[i * hw..(i + 1) * hw];
-                    for ((o, g), x) in o.iter_mut().zip(g).zip(xv) {
-                        *o = a * g - k * x + c0;
-                    }
+                    plane_dx(o, &gs[i * hw..(i + 1) * hw], &xs[i * hw..(i + 1) * hw], a, k, c0);
                 });
                 Ok((gx, sg, sgx))
             })
@@ -93,13 +93,13 @@ fn stats(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
     let hw = h * w;
     let n = (b * hw) as f64;
     with_slice(x, |xs| {
-        let sums: Vec<f64> = (0..b * c).into_par_iter().map(|i| sum8(&xs[i * hw..(i + 1) * hw])).collect();
+        let sums: Vec<f64> = (0..b * c).into_par_iter().map(|i| plane_sum(&xs[i * hw..(i + 1) * hw])).collect();
         let mut mean = vec![0f64; c];
         for (i, s) in sums.iter().enumerate() {
             mean[i % c] += s;
         }
         let mean: Vec<f32> = mean.iter().map(|s| (s / n) as f32).collect();
-        let sq: Vec<f64> = (0..b * c).into_par_iter().map(|i| sqdev8(&xs[i * hw..(i + 1) * hw], mean[i % c])).collect();
+        let sq: Vec<f64> = (0..b * c).into_par_iter().map(|i| plane_sqdev(&xs[i * hw..(i + 1) * hw], mean[i % c])).collect();
         let mut var = vec![0f64; c];
         for (i, s) in sq.iter().enumerate() {
             var[i % c] += s;

@@ -2,6 +2,8 @@ pub mod bn;
 pub mod common;
 pub mod depthwise;
 pub mod pool;
+pub mod simd;
+pub mod window;
 
 use candle_core::{Result, Tensor};
 

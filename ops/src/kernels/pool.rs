@@ -4,143 +4,9 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::common::{kernel_ok, slice, valid_range};
-use crate::reference::{avg_divisor, out_size};
-
-#[derive(Clone, Copy, Debug)]
-struct Geo {
-    h: usize,
-    w: usize,
-    ho: usize,
-    wo: usize,
-    k: usize,
-    s: usize,
-    p: usize,
-}
-
-impl Geo {
-    fn new(h: usize, w: usize, k: usize, s: usize, p: usize) -> Self {
-        Self { h, w, ho: out_size(h, k, s, p, 1), wo: out_size(w, k, s, p, 1), k, s, p }
-    }
-    #[inline]
-    fn off(&self, kidx: usize) -> isize {
-        kidx as isize - self.p as isize
-    }
-}
-
-/// Visits every (output row segment, input row segment) pair of the window loops:
-/// f(oh, ih, ow0, ow1, iw0) for each tap (kh, kw) with a non-empty valid range.
-#[inline]
-fn for_taps(g: &Geo, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
-    for kh in 0..g.k {
-        let offh = g.off(kh);
-        let (oh0, oh1) = valid_range(g.h, g.ho, offh, g.s);
-        for kw in 0..g.k {
-            let offw = g.off(kw);
-            let (ow0, ow1) = valid_range(g.w, g.wo, offw, g.s);
-            if ow0 >= ow1 {
-                continue;
-            }
-            let iw0 = ((ow0 * g.s) as isize + offw) as usize;
-            for oh in oh0..oh1 {
-                let ih = ((oh * g.s) as isize + offh) as usize;
-                f(oh, ih, ow0, ow1, iw0);
-            }
-        }
-    }
-}
-
-fn max_plane(x: &[f32], out: &mut [f32], g: &Geo) {
-    out.fill(f32::NEG_INFINITY);
-    let s = g.s;
-    for_taps(g, |oh, ih, ow0, ow1, iw0| {
-        let o = &mut out[oh * g.wo + ow0..oh * g.wo + ow1];
-        let xr = &x[ih * g.w + iw0..];
-        if s == 1 {
-            for (o, v) in o.iter_mut().zip(xr) {
-                *o = if *v > *o || v.is_nan() { *v } else { *o };
-            }
-        } else {
-            for (j, o) in o.iter_mut().enumerate() {
-                let v = xr[j * s];
-                *o = if v > *o || v.is_nan() { v } else { *o };
-            }
-        }
-    });
-}
-
-/// Gradient of max pooling: each output's gradient goes to the first maximum of its window in
-/// row-major order (PyTorch's CPU rule: `val > max || isnan(val)`, starting at the first valid cell).
-fn max_grad_plane(x: &[f32], gr: &[f32], gx: &mut [f32], g: &Geo) {
-    gx.fill(0.0);
-    for oh in 0..g.ho {
-        let h0 = (oh * g.s) as isize - g.p as isize;
-        let ha = h0.max(0) as usize;
-        let hb = ((h0 + g.k as isize).min(g.h as isize)).max(0) as usize;
-        for ow in 0..g.wo {
-            let w0 = (ow * g.s) as isize - g.p as isize;
-            let wa = w0.max(0) as usize;
-            let wb = ((w0 + g.k as isize).min(g.w as isize)).max(0) as usize;
-            if ha >= hb || wa >= wb {
-                continue;
-            }
-            let mut best = f32::NEG_INFINITY;
-            let mut idx = ha * g.w + wa;
-            for ih in ha..hb {
-                let row = &x[ih * g.w..];
-                for iw in wa..wb {
-                    let v = row[iw];
-                    if v > best || v.is_nan() {
-                        best = v;
-                        idx = ih * g.w + iw;
-                    }
-                }
-            }
-            gx[idx] += gr[oh * g.wo + ow];
-        }
-    }
-}
-
-fn sum_plane(x: &[f32], out: &mut [f32], inv: &[f32], g: &Geo) {
-    out.fill(0.0);
-    let s = g.s;
-    for_taps(g, |oh, ih, ow0, ow1, iw0| {
-        let o = &mut out[oh * g.wo + ow0..oh * g.wo + ow1];
-        let xr = &x[ih * g.w + iw0..];
-        if s == 1 {
-            for (o, v) in o.iter_mut().zip(xr) {
-                *o += v;
-            }
-        } else {
-            for (j, o) in o.iter_mut().enumerate() {
-                *o += xr[j * s];
-            }
-        }
-    });
-    for (o, i) in out.iter_mut().zip(inv) {
-        *o *= i;
-    }
-}
-
-fn avg_grad_plane(gr: &[f32], gx: &mut [f32], inv: &[f32], scratch: &mut Vec<f32>, g: &Geo) {
-    gx.fill(0.0);
-    scratch.clear();
-    scratch.extend(gr.iter().zip(inv).map(|(a, b)| a * b));
-    let s = g.s;
-    for_taps(g, |oh, ih, ow0, ow1, iw0| {
-        let gs = &scratch[oh * g.wo + ow0..oh * g.wo + ow1];
-        let xr = &mut gx[ih * g.w + iw0..];
-        if s == 1 {
-            for (x, v) in xr.iter_mut().zip(gs) {
-                *x += v;
-            }
-        } else {
-            for (j, v) in gs.iter().enumerate() {
-                xr[j * s] += v;
-            }
-        }
-    });
-}
+use super::common::{kernel_ok, slice};
+use super::window::{avg_bwd_plane, avg_fwd_plane, max_bwd_plane, max_fwd_plane, PGeo, Scratch};
+use crate::reference::avg_divisor;
 
 struct MaxPool {
     k: usize,
@@ -156,10 +22,10 @@ impl CustomOp1 for MaxPool {
     fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l.shape().dims4()?;
         let x = slice(st, l)?;
-        let g = Geo::new(h, w, self.k, self.s, self.p);
+        let g = PGeo::new(h, w, self.k, self.s, self.p, 1);
         let plane = g.ho * g.wo;
         let mut out = vec![0f32; b * c * plane];
-        out.par_chunks_mut(plane).enumerate().for_each(|(i, o)| max_plane(&x[i * h * w..(i + 1) * h * w], o, &g));
+        out.par_chunks_mut(plane).enumerate().for_each_init(Scratch::default, |sc, (i, o)| max_fwd_plane(&g, &x[i * h * w..(i + 1) * h * w], o, sc));
         Ok((CpuStorage::F32(out), Shape::from((b, c, g.ho, g.wo))))
     }
 
@@ -185,13 +51,13 @@ impl CustomOp2 for MaxPoolGrad {
         let (_, _, ho, wo) = l2.shape().dims4()?;
         let x = slice(s1, l1)?;
         let gr = slice(s2, l2)?;
-        let g = Geo::new(h, w, self.k, self.s, self.p);
+        let g = PGeo::new(h, w, self.k, self.s, self.p, 1);
         if (g.ho, g.wo) != (ho, wo) {
             candle_core::bail!("pool grad: output {ho}x{wo} does not fit input {h}x{w}");
         }
         let mut out = vec![0f32; b * c * h * w];
-        out.par_chunks_mut(h * w).enumerate().for_each(|(i, o)| {
-            max_grad_plane(&x[i * h * w..(i + 1) * h * w], &gr[i * ho * wo..(i + 1) * ho * wo], o, &g)
+        out.par_chunks_mut(h * w).enumerate().for_each_init(Scratch::default, |sc, (i, o)| {
+            max_bwd_plane(&g, &x[i * h * w..(i + 1) * h * w], &gr[i * ho * wo..(i + 1) * ho * wo], o, sc)
         });
         Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
     }
@@ -212,11 +78,11 @@ impl CustomOp1 for AvgPool {
     fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l.shape().dims4()?;
         let x = slice(st, l)?;
-        let g = Geo::new(h, w, self.k, self.s, self.p);
+        let g = PGeo::new(h, w, self.k, self.s, self.p, 1);
         let inv: Vec<f32> = avg_divisor(h, w, self.k, self.s, self.p, self.cip).iter().map(|d| 1.0 / d).collect();
         let plane = g.ho * g.wo;
         let mut out = vec![0f32; b * c * plane];
-        out.par_chunks_mut(plane).enumerate().for_each(|(i, o)| sum_plane(&x[i * h * w..(i + 1) * h * w], o, &inv, &g));
+        out.par_chunks_mut(plane).enumerate().for_each_init(Scratch::default, |sc, (i, o)| avg_fwd_plane(&g, &x[i * h * w..(i + 1) * h * w], &inv, o, sc));
         Ok((CpuStorage::F32(out), Shape::from((b, c, g.ho, g.wo))))
     }
 
@@ -245,14 +111,14 @@ impl CustomOp1 for AvgPoolGrad {
         let (b, c, ho, wo) = l.shape().dims4()?;
         let (h, w) = (self.h, self.w);
         let gr = slice(st, l)?;
-        let g = Geo::new(h, w, self.k, self.s, self.p);
+        let g = PGeo::new(h, w, self.k, self.s, self.p, 1);
         if (g.ho, g.wo) != (ho, wo) {
             candle_core::bail!("pool grad: output {ho}x{wo} does not fit input {h}x{w}");
         }
         let inv: Vec<f32> = avg_divisor(h, w, self.k, self.s, self.p, self.cip).iter().map(|d| 1.0 / d).collect();
         let mut out = vec![0f32; b * c * h * w];
-        out.par_chunks_mut(h * w).enumerate().for_each_init(Vec::new, |scratch, (i, o)| {
-            avg_grad_plane(&gr[i * ho * wo..(i + 1) * ho * wo], o, &inv, scratch, &g)
+        out.par_chunks_mut(h * w).enumerate().for_each_init(Scratch::default, |sc, (i, o)| {
+            avg_bwd_plane(&g, &gr[i * ho * wo..(i + 1) * ho * wo], &inv, o, sc)
         });
         Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
     }

@@ -1,0 +1,128 @@
+//! The custom kernels against the stock-candle reference implementations on random data, over
+//! more shapes and configurations than the PyTorch fixtures (odd sizes, stride 2/3, large kernels).
+
+use candle_core::{DType, Device, Result, Tensor, Var};
+use nasflow_ops::{avg_pool2d, depthwise_conv2d, max_pool2d, reference, subsample};
+use rand::{Rng, SeedableRng};
+
+fn rand_tensor(rng: &mut impl Rng, shape: &[usize]) -> Result<Tensor> {
+    let n: usize = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu)
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+/// Compares y, grad x and the grads of `params` of two implementations, loss = sum(y * a).
+fn compare(what: &str, x: &Tensor, params: &[&Var], f: impl Fn(&Tensor) -> Result<Tensor>, g: impl Fn(&Tensor) -> Result<Tensor>, rng: &mut impl Rng) -> Result<()> {
+    let xv = Var::from_tensor(x)?;
+    let y1 = f(xv.as_tensor())?;
+    let y2 = g(xv.as_tensor())?;
+    assert!(max_diff(&y1, &y2) < 1e-4, "{what}: y differs by {}", max_diff(&y1, &y2));
+    let a = rand_tensor(rng, y1.dims())?;
+    let g1 = (y1 * &a)?.sum_all()?.backward()?;
+    let g2 = (y2 * &a)?.sum_all()?.backward()?;
+    let d = max_diff(g1.get(xv.as_tensor()).unwrap(), g2.get(xv.as_tensor()).unwrap());
+    assert!(d < 1e-4, "{what}: grad x differs by {d}");
+    for (i, p) in params.iter().enumerate() {
+        let d = max_diff(g1.get(p.as_tensor()).unwrap(), g2.get(p.as_tensor()).unwrap());
+        assert!(d < 1e-3, "{what}: grad param {i} differs by {d}");
+    }
+    Ok(())
+}
+
+#[test]
+fn depthwise_matches_reference() -> Result<()> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for &(h, w) in &[(9usize, 11usize), (12, 12), (5, 8), (16, 15)] {
+        for &k in &[1usize, 3, 5, 7] {
+            for &s in &[1usize, 2, 3] {
+                for &d in &[1usize, 2] {
+                    for &p in &[0usize, d * (k - 1) / 2] {
+                        if h + 2 * p < d * (k - 1) + 1 || w + 2 * p < d * (k - 1) + 1 {
+                            continue;
+                        }
+                        let x = rand_tensor(&mut rng, &[3, 5, h, w])?;
+                        let wv = Var::from_tensor(&rand_tensor(&mut rng, &[5, 1, k, k])?)?;
+                        let what = format!("dw {h}x{w} k{k} s{s} p{p} d{d}");
+                        compare(&what, &x, &[&wv], |x| depthwise_conv2d(x, wv.as_tensor(), s, p, d), |x| reference::depthwise_conv2d(x, wv.as_tensor(), s, p, d), &mut rng)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn pools_match_reference() -> Result<()> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(8);
+    for &(h, w) in &[(9usize, 11usize), (12, 12), (5, 8), (7, 7)] {
+        for &k in &[2usize, 3, 5] {
+            for &s in &[1usize, 2, 3] {
+                for p in 0..=k / 2 {
+                    if h + 2 * p < k || w + 2 * p < k {
+                        continue;
+                    }
+                    let x = rand_tensor(&mut rng, &[2, 3, h, w])?;
+                    let what = format!("{h}x{w} k{k} s{s} p{p}");
+                    compare(&format!("max {what}"), &x, &[], |x| max_pool2d(x, k, s, p), |x| reference::max_pool2d(x, k, s, p), &mut rng)?;
+                    for cip in [false, true] {
+                        compare(&format!("avg cip={cip} {what}"), &x, &[], |x| avg_pool2d(x, k, s, p, cip), |x| reference::avg_pool2d(x, k, s, p, cip), &mut rng)?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn subsample_matches_reference() -> Result<()> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+    for &(h, w) in &[(9usize, 11usize), (8, 8), (1, 3)] {
+        for s in 1..4 {
+            let x = rand_tensor(&mut rng, &[2, 3, h, w])?;
+            compare(&format!("subsample {h}x{w} s{s}"), &x, &[], |x| subsample(x, s), |x| reference::subsample(x, s), &mut rng)?;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn batch_norm_kernel_matches_reference() -> Result<()> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(10);
+    for &shape in &[[3usize, 5, 9, 11], [8, 2, 4, 4], [1, 3, 1, 17]] {
+        let c = shape[1];
+        let x = (rand_tensor(&mut rng, &shape)? * 3.0)?.affine(1.0, 0.7)?;
+        let w = Var::from_tensor(&rand_tensor(&mut rng, &[c])?)?;
+        let b = Var::from_tensor(&rand_tensor(&mut rng, &[c])?)?;
+        let refr = |x: &Tensor| {
+            let (m, v) = reference::batch_stats(x)?;
+            reference::bn_apply(x, &m, &v, Some((w.as_tensor(), b.as_tensor())), 1e-5)
+        };
+        let vm = candle_nn::VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let bn = nasflow_ops::BatchNorm::new(c, true, vb)?;
+        // load w, b into the module's vars
+        {
+            let data = vm.data().lock().unwrap();
+            data["weight"].set(w.as_tensor())?;
+            data["bias"].set(b.as_tensor())?;
+        }
+        let xv = Var::from_tensor(&x)?;
+        let y1 = candle_nn::ModuleT::forward_t(&bn, xv.as_tensor(), true)?;
+        let y2 = refr(xv.as_tensor())?;
+        assert!(max_diff(&y1, &y2) < 1e-4);
+        let a = rand_tensor(&mut rng, y1.dims())?;
+        let g1 = (&y1 * &a)?.sum_all()?.backward()?;
+        let g2 = (&y2 * &a)?.sum_all()?.backward()?;
+        assert!(max_diff(g1.get(xv.as_tensor()).unwrap(), g2.get(xv.as_tensor()).unwrap()) < 1e-4, "bn {shape:?} grad x");
+        assert!(max_diff(g1.get(bn.weight().unwrap()).unwrap(), g2.get(w.as_tensor()).unwrap()) < 1e-3, "bn {shape:?} grad w");
+        assert!(max_diff(g1.get(bn.bias().unwrap()).unwrap(), g2.get(b.as_tensor()).unwrap()) < 1e-3, "bn {shape:?} grad b");
+    }
+    Ok(())
+}
