@@ -56,6 +56,48 @@ fn darts_v1() -> Genotype {
     }
 }
 
+#[rustfmt::skip]
+fn snas_mild() -> Genotype {
+    Genotype {
+        normal: darts_cell(&[
+            ("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("skip_connect", 0), ("dil_conv_3x3", 1),
+            ("skip_connect", 0), ("skip_connect", 1), ("skip_connect", 0), ("sep_conv_3x3", 1),
+        ]),
+        reduce: darts_cell(&[
+            ("max_pool_3x3", 0), ("max_pool_3x3", 1), ("max_pool_3x3", 1), ("skip_connect", 2),
+            ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 0), ("dil_conv_5x5", 2),
+        ]),
+    }
+}
+
+#[rustfmt::skip]
+fn snas_moderate() -> Genotype {
+    Genotype {
+        normal: darts_cell(&[
+            ("dil_conv_5x5", 0), ("skip_connect", 1), ("sep_conv_3x3", 0), ("skip_connect", 1),
+            ("skip_connect", 0), ("skip_connect", 1), ("sep_conv_3x3", 0), ("dil_conv_5x5", 1),
+        ]),
+        reduce: darts_cell(&[
+            ("max_pool_3x3", 0), ("max_pool_3x3", 1), ("sep_conv_5x5", 0), ("dil_conv_5x5", 1),
+            ("sep_conv_5x5", 0), ("sep_conv_5x5", 1), ("sep_conv_5x5", 0), ("sep_conv_5x5", 1),
+        ]),
+    }
+}
+
+#[rustfmt::skip]
+fn snas_aggressive() -> Genotype {
+    Genotype {
+        normal: darts_cell(&[
+            ("sep_conv_5x5", 0), ("skip_connect", 1), ("skip_connect", 0), ("skip_connect", 1),
+            ("dil_conv_5x5", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_5x5", 1),
+        ]),
+        reduce: darts_cell(&[
+            ("sep_conv_5x5", 0), ("none", 1), ("sep_conv_5x5", 0), ("none", 1),
+            ("none", 1), ("none", 0), ("none", 1), ("none", 0),
+        ]),
+    }
+}
+
 fn cifar_eval(auxiliary: bool) -> EvalNetConfig {
     EvalNetConfig {
         in_channels: 3,
@@ -213,4 +255,22 @@ fn trainable_vars_are_sorted_and_exclude_running_stats() {
     assert_eq!(stats.count() + vars.len(), all.len());
     assert!(names.contains(&"stem.conv.weight"));
     assert!(names.iter().any(|n| n.starts_with("auxiliary.")));
+}
+
+#[test]
+fn snas_eval_nets_match_closed_form() {
+    // DARTS-style retrain ops (no BN after pools; SNAS's own retrain adds ~2k
+    // affine BN params there, gradient-nas.md §5.2).
+    for (name, g) in [
+        ("SNAS_mild", snas_mild()),
+        ("SNAS_moderate", snas_moderate()),
+        ("SNAS_aggressive", snas_aggressive()),
+    ] {
+        let counted = count_params(&build_eval(&cifar_eval(false), &g), None);
+        assert_eq!(counted, genotype_closed_form(&g), "{name}");
+        println!("{name} (C=36, L=20, no aux): {counted} params");
+        if name == "SNAS_mild" {
+            assert_eq!((counted + 500) / 1000, 2661, "§5.2: SNAS_mild is 2.661 M");
+        }
+    }
 }
