@@ -5,7 +5,8 @@ use candle_core::{bail, Result, Tensor};
 use candle_nn::{init::DEFAULT_KAIMING_NORMAL, ModuleT, VarBuilder};
 
 use crate::bn::BatchNorm;
-use crate::conv::{conv2d, depthwise_conv2d};
+use crate::conv::{conv2d, relu_depthwise_conv2d};
+use crate::kernels::{relu, subsample};
 
 fn conv_weight(vb: &VarBuilder, name: &str, shape: (usize, usize, usize, usize)) -> Result<Tensor> {
     vb.pp(name).get_with_hints(shape, "weight", DEFAULT_KAIMING_NORMAL)
@@ -33,7 +34,13 @@ impl ReLUConvBN {
 
 impl ModuleT for ReLUConvBN {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = conv2d(&x.relu()?, &self.conv, self.stride, self.padding)?;
+        let (_, _, kh, kw) = self.conv.dims4()?;
+        // ReLU commutes with the subsampling of a strided 1x1 conv: subsample first, then ReLU
+        let y = if kh == 1 && kw == 1 && self.padding == 0 {
+            conv2d(&relu(&subsample(x, self.stride)?)?, &self.conv, 1, 0)?
+        } else {
+            conv2d(&relu(x)?, &self.conv, self.stride, self.padding)?
+        };
         self.bn.forward_t(&y, train)
     }
 }
@@ -63,10 +70,10 @@ impl FactorizedReduce {
 impl ModuleT for FactorizedReduce {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        let x = x.relu()?;
-        let a = conv2d(&x, &self.conv1, 2, 0)?;
+        // relu(x)[::2, ::2] == relu(x[::2, ::2]): subsample first, then ReLU (4x less work)
+        let a = conv2d(&relu(&subsample(x, 2)?)?, &self.conv1, 1, 0)?;
         let shifted = x.narrow(2, 1, h - 1)?.narrow(3, 1, w - 1)?;
-        let b = conv2d(&shifted, &self.conv2, 2, 0)?;
+        let b = conv2d(&relu(&subsample(&shifted, 2)?)?, &self.conv2, 1, 0)?;
         if a.dims() != b.dims() {
             bail!("FactorizedReduce: odd spatial size {:?} gives branches {:?} and {:?}", x.dims(), a.dims(), b.dims());
         }
@@ -107,9 +114,9 @@ impl SepConv {
 
 impl ModuleT for SepConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = depthwise_conv2d(&x.relu()?, &self.dw1, self.stride, self.padding, 1)?;
+        let y = relu_depthwise_conv2d(x, &self.dw1, self.stride, self.padding, 1)?;
         let y = self.bn1.forward_t(&conv2d(&y, &self.pw1, 1, 0)?, train)?;
-        let y = depthwise_conv2d(&y.relu()?, &self.dw2, 1, self.padding, 1)?;
+        let y = relu_depthwise_conv2d(&y, &self.dw2, 1, self.padding, 1)?;
         self.bn2.forward_t(&conv2d(&y, &self.pw2, 1, 0)?, train)
     }
 }
@@ -142,7 +149,7 @@ impl DilConv {
 
 impl ModuleT for DilConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = depthwise_conv2d(&x.relu()?, &self.dw, self.stride, self.padding, self.dilation)?;
+        let y = relu_depthwise_conv2d(x, &self.dw, self.stride, self.padding, self.dilation)?;
         self.bn.forward_t(&conv2d(&y, &self.pw, 1, 0)?, train)
     }
 }
@@ -170,7 +177,7 @@ impl Conv7x1_1x7 {
 
 impl ModuleT for Conv7x1_1x7 {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let y = x.relu()?.pad_with_zeros(3, 3, 3)?;
+        let y = relu(x)?.pad_with_zeros(3, 3, 3)?;
         let y = crate::reference::conv2d_candle(&y, &self.conv1x7, 1, 0)?;
         let y = crate::kernels::subsample2(&y, 1, self.stride)?;
         let y = y.pad_with_zeros(2, 3, 3)?;

@@ -9,16 +9,24 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, d
     if cw != c || one != 1 || kh != kw {
         bail!("depthwise_conv2d: weight {:?} does not fit input {:?}", w.dims(), x.dims());
     }
-    if x.device().is_cpu() {
-        crate::kernels::depthwise::depthwise_conv2d(x, w, stride, padding, dilation)
-    } else {
-        reference::depthwise_conv2d(x, w, stride, padding, dilation)
+    crate::kernels::depthwise::depthwise_conv2d(x, w, stride, padding, dilation, false)
+}
+
+/// `depthwise_conv2d(relu(x), ...)` with the ReLU fused into the kernel (no intermediate tensor,
+/// no separate autograd node). Every DARTS depthwise conv is preceded by a ReLU.
+pub fn relu_depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, dilation: usize) -> Result<Tensor> {
+    let (_, c, _, _) = x.dims4()?;
+    let (cw, one, kh, kw) = w.dims4()?;
+    if cw != c || one != 1 || kh != kw {
+        bail!("relu_depthwise_conv2d: weight {:?} does not fit input {:?}", w.dims(), x.dims());
     }
+    crate::kernels::depthwise::depthwise_conv2d(x, w, stride, padding, dilation, true)
 }
 
 /// Dense conv2d without bias, NCHW f32, `w` is `[C_out, C_in, kh, kw]`.
 ///
-/// 1x1 convs without padding run as a subsample (for stride > 1) followed by one matmul; any
+/// 1x1 convs without padding run as a subsample (for stride > 1) followed by one GEMM per
+/// sample (a custom op, CPU); any
 /// other kernel goes to candle's conv2d, with the stride-2 backward bug of candle avoided (see
 /// [`reference::conv2d_candle`]).
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
@@ -29,7 +37,7 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     }
     if kh == 1 && kw == 1 && padding == 0 {
         let xs = crate::kernels::subsample(x, stride)?;
-        reference::conv1x1(&xs, w, 1)
+        crate::kernels::pointwise::conv1x1(&xs, w)
     } else {
         reference::conv2d_candle(x, w, stride, padding)
     }

@@ -126,3 +126,41 @@ fn batch_norm_kernel_matches_reference() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn fused_relu_depthwise_matches_reference() -> Result<()> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    for &(h, w, k, s, p, d) in &[(9usize, 11usize, 3usize, 1usize, 1usize, 1usize), (8, 8, 5, 2, 2, 1), (7, 10, 3, 2, 2, 2), (6, 6, 5, 1, 4, 2)] {
+        let x = rand_tensor(&mut rng, &[3, 4, h, w])?;
+        let wv = Var::from_tensor(&rand_tensor(&mut rng, &[4, 1, k, k])?)?;
+        compare(
+            &format!("relu+dw {h}x{w} k{k} s{s} p{p} d{d}"),
+            &x,
+            &[&wv],
+            |x| nasflow_ops::relu_depthwise_conv2d(x, wv.as_tensor(), s, p, d),
+            |x| reference::depthwise_conv2d(&x.relu()?, wv.as_tensor(), s, p, d),
+            &mut rng,
+        )?;
+    }
+    Ok(())
+}
+
+#[test]
+fn relu_and_conv1x1_match_reference() -> Result<()> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+    let x = rand_tensor(&mut rng, &[3, 4, 5, 7])?;
+    compare("relu", &x, &[], nasflow_ops::relu, |x| x.relu(), &mut rng)?;
+    for &(b, cin, cout, h, w, s) in &[(20usize, 24usize, 40usize, 5usize, 7usize, 1usize), (3, 7, 5, 9, 9, 2), (1, 3, 2, 4, 6, 2), (17, 16, 16, 8, 8, 1)] {
+        let x = rand_tensor(&mut rng, &[b, cin, h, w])?;
+        let wv = Var::from_tensor(&rand_tensor(&mut rng, &[cout, cin, 1, 1])?)?;
+        compare(
+            &format!("conv1x1 b{b} {cin}->{cout} {h}x{w} s{s}"),
+            &x,
+            &[&wv],
+            |x| nasflow_ops::conv2d(x, wv.as_tensor(), s, 0),
+            |x| reference::conv2d_candle(x, wv.as_tensor(), s, 0),
+            &mut rng,
+        )?;
+    }
+    Ok(())
+}

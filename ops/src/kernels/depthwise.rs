@@ -11,6 +11,8 @@ struct DwConv {
     s: usize,
     p: usize,
     d: usize,
+    /// conv(relu(x)): ReLU fused into the input read (DARTS always puts one before a depthwise)
+    relu: bool,
 }
 
 impl CustomOp2 for DwConv {
@@ -31,7 +33,7 @@ impl CustomOp2 for DwConv {
         let mut out = vec![0f32; b * c * plane];
         out.par_chunks_mut(plane).enumerate().for_each_init(Scratch::default, |sc, (i, o)| {
             let ch = i % c;
-            dw_fwd_plane(&g, &x[i * hw..(i + 1) * hw], &wt[ch * kk..(ch + 1) * kk], o, sc);
+            dw_fwd_plane(&g, self.relu, &x[i * hw..(i + 1) * hw], &wt[ch * kk..(ch + 1) * kk], o, sc);
         });
         Ok((CpuStorage::F32(out), Shape::from((b, c, g.ho, g.wo))))
     }
@@ -51,7 +53,7 @@ impl CustomOp2 for DwConv {
                 with_slice(w, |wt| {
                     gx.par_chunks_mut(hw).zip(part.par_chunks_mut(kk)).enumerate().for_each_init(Scratch::default, |sc, (i, (gxp, gwp))| {
                         let ch = i % c;
-                        dw_bwd_plane(&g, &xs[i * hw..(i + 1) * hw], &gs[i * plane..(i + 1) * plane], &wt[ch * kk..(ch + 1) * kk], gxp, gwp, sc);
+                        dw_bwd_plane(&g, self.relu, &xs[i * hw..(i + 1) * hw], &gs[i * plane..(i + 1) * plane], &wt[ch * kk..(ch + 1) * kk], gxp, gwp, sc);
                     });
                     Ok(())
                 })
@@ -68,9 +70,10 @@ impl CustomOp2 for DwConv {
     }
 }
 
-pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, dilation: usize) -> Result<Tensor> {
+pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, dilation: usize, relu: bool) -> Result<Tensor> {
     if !(kernel_ok(x) && kernel_ok(w)) {
-        return crate::reference::depthwise_conv2d(x, w, stride, padding, dilation);
+        let x = if relu { x.relu()? } else { x.clone() };
+        return crate::reference::depthwise_conv2d(&x, w, stride, padding, dilation);
     }
-    x.contiguous()?.apply_op2(&w.contiguous()?, DwConv { s: stride, p: padding, d: dilation })
+    x.contiguous()?.apply_op2(&w.contiguous()?, DwConv { s: stride, p: padding, d: dilation, relu })
 }

@@ -1,11 +1,14 @@
 pub mod bn;
 pub mod common;
 pub mod depthwise;
+pub mod pointwise;
 pub mod pool;
 pub mod simd;
 pub mod window;
 
 use candle_core::{Result, Tensor};
+
+pub use pointwise::relu;
 
 /// x[:, :, ::stride, ::stride] for NCHW (differentiable); output size ceil(H/stride).
 pub fn subsample(x: &Tensor, stride: usize) -> Result<Tensor> {

@@ -62,21 +62,29 @@ pub struct Scratch {
     idx: Vec<u32>,
 }
 
+/// Copies a plane into the padded polyphase layout, applying ReLU on the way when `relu`.
 #[inline(always)]
-fn build_phases(g: &PGeo, x: &[f32], pad: f32, buf: &mut Vec<f32>) {
+fn build_phases(g: &PGeo, x: &[f32], pad: f32, relu: bool, buf: &mut Vec<f32>) {
     buf.clear();
     buf.resize(g.phased_len(), pad);
     let (w, p) = (g.w, g.p);
     if g.s == 1 {
         for ih in 0..g.h {
             let o = (ih + p) * g.wq + p;
-            buf[o..o + w].copy_from_slice(&x[ih * w..(ih + 1) * w]);
+            let (dst, src) = (&mut buf[o..o + w], &x[ih * w..(ih + 1) * w]);
+            if relu {
+                for (d, &v) in dst.iter_mut().zip(src) {
+                    *d = if v > 0.0 { v } else { 0.0 };
+                }
+            } else {
+                dst.copy_from_slice(src);
+            }
         }
     } else {
         for ih in 0..g.h {
             let row = &x[ih * w..(ih + 1) * w];
             for (iw, &v) in row.iter().enumerate() {
-                buf[g.pos(ih + p, iw + p)] = v;
+                buf[g.pos(ih + p, iw + p)] = if relu && !(v > 0.0) { 0.0 } else { v };
             }
         }
     }
@@ -129,8 +137,8 @@ fn compact(g: &PGeo, wide: &[f32], out: &mut [f32]) {
 // ------------------------------------------------------------------------------ depthwise conv
 
 #[inline(always)]
-fn dw_fwd_body(g: &PGeo, x: &[f32], wt: &[f32], out: &mut [f32], sc: &mut Scratch) {
-    build_phases(g, x, 0.0, &mut sc.a);
+fn dw_fwd_body(g: &PGeo, relu: bool, x: &[f32], wt: &[f32], out: &mut [f32], sc: &mut Scratch) {
+    build_phases(g, x, 0.0, relu, &mut sc.a);
     let n = g.wide_len();
     sc.b.clear();
     sc.b.resize(n, 0.0);
@@ -144,9 +152,10 @@ fn dw_fwd_body(g: &PGeo, x: &[f32], wt: &[f32], out: &mut [f32], sc: &mut Scratc
 }
 
 /// Backward of one plane: grad input into `gx`, this plane's share of grad weight into `gw`.
+/// With `relu`, the op is conv(relu(x)) and grad input is masked by x > 0.
 #[inline(always)]
-fn dw_bwd_body(g: &PGeo, x: &[f32], gr: &[f32], wt: &[f32], gx: &mut [f32], gw: &mut [f32], sc: &mut Scratch) {
-    build_phases(g, x, 0.0, &mut sc.a);
+fn dw_bwd_body(g: &PGeo, relu: bool, x: &[f32], gr: &[f32], wt: &[f32], gx: &mut [f32], gw: &mut [f32], sc: &mut Scratch) {
+    build_phases(g, x, 0.0, relu, &mut sc.a);
     build_wide(g, gr, None, &mut sc.b);
     let n = g.wide_len();
     sc.c.clear();
@@ -159,16 +168,21 @@ fn dw_bwd_body(g: &PGeo, x: &[f32], gr: &[f32], wt: &[f32], gx: &mut [f32], gw: 
         }
     }
     gather(g, &sc.c, gx);
+    if relu {
+        for (o, &v) in gx.iter_mut().zip(x) {
+            *o = if v > 0.0 { *o } else { 0.0 };
+        }
+    }
 }
 
-multiversion!(pub fn dw_fwd_plane(g: &PGeo, x: &[f32], wt: &[f32], out: &mut [f32], sc: &mut Scratch) = dw_fwd_body;);
-multiversion!(pub fn dw_bwd_plane(g: &PGeo, x: &[f32], gr: &[f32], wt: &[f32], gx: &mut [f32], gw: &mut [f32], sc: &mut Scratch) = dw_bwd_body;);
+multiversion!(pub fn dw_fwd_plane(g: &PGeo, relu: bool, x: &[f32], wt: &[f32], out: &mut [f32], sc: &mut Scratch) = dw_fwd_body;);
+multiversion!(pub fn dw_bwd_plane(g: &PGeo, relu: bool, x: &[f32], gr: &[f32], wt: &[f32], gx: &mut [f32], gw: &mut [f32], sc: &mut Scratch) = dw_bwd_body;);
 
 // ------------------------------------------------------------------------------ max pool
 
 #[inline(always)]
 fn max_fwd_body(g: &PGeo, x: &[f32], out: &mut [f32], sc: &mut Scratch) {
-    build_phases(g, x, f32::NEG_INFINITY, &mut sc.a);
+    build_phases(g, x, f32::NEG_INFINITY, false, &mut sc.a);
     let n = g.wide_len();
     sc.b.clear();
     sc.b.resize(n, f32::NEG_INFINITY);
@@ -185,7 +199,7 @@ fn max_fwd_body(g: &PGeo, x: &[f32], out: &mut [f32], sc: &mut Scratch) {
 /// PyTorch's CPU rule (`val > max || isnan(val)`, starting from the first in-bounds cell).
 #[inline(always)]
 fn max_bwd_body(g: &PGeo, x: &[f32], gr: &[f32], gx: &mut [f32], sc: &mut Scratch) {
-    build_phases(g, x, f32::NEG_INFINITY, &mut sc.a);
+    build_phases(g, x, f32::NEG_INFINITY, false, &mut sc.a);
     let n = g.wide_len();
     sc.b.clear();
     sc.b.resize(n, f32::NEG_INFINITY);
@@ -229,7 +243,7 @@ multiversion!(pub fn max_bwd_plane(g: &PGeo, x: &[f32], gr: &[f32], gx: &mut [f3
 /// `inv`: 1/divisor per output position (Ho*Wo).
 #[inline(always)]
 fn avg_fwd_body(g: &PGeo, x: &[f32], inv: &[f32], out: &mut [f32], sc: &mut Scratch) {
-    build_phases(g, x, 0.0, &mut sc.a);
+    build_phases(g, x, 0.0, false, &mut sc.a);
     let n = g.wide_len();
     sc.b.clear();
     sc.b.resize(n, 0.0);

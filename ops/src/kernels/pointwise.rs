@@ -1,0 +1,166 @@
+//! ReLU and the 1x1 convolution (one small GEMM per sample) as candle custom ops.
+
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Device, Layout, Result, Shape, Tensor};
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+use super::common::{kernel_ok, slice, with_slice};
+use super::simd::multiversion;
+
+const CHUNK: usize = 16 * 1024;
+
+#[inline(always)]
+fn relu_body(o: &mut [f32], x: &[f32]) {
+    for (o, &v) in o.iter_mut().zip(x) {
+        *o = if v > 0.0 { v } else { 0.0 };
+    }
+}
+
+#[inline(always)]
+fn relu_grad_body(o: &mut [f32], g: &[f32], y: &[f32]) {
+    for ((o, &g), &y) in o.iter_mut().zip(g).zip(y) {
+        *o = if y > 0.0 { g } else { 0.0 };
+    }
+}
+
+multiversion!(fn relu_chunk(o: &mut [f32], x: &[f32]) = relu_body;);
+multiversion!(fn relu_grad_chunk(o: &mut [f32], g: &[f32], y: &[f32]) = relu_grad_body;);
+
+struct Relu;
+
+impl CustomOp1 for Relu {
+    fn name(&self) -> &'static str {
+        "nasflow-relu"
+    }
+
+    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(st, l)?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(o, x)| relu_chunk(o, x));
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    /// PyTorch's threshold_backward: grad where the output is > 0.
+    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let out = with_slice(res, |y| {
+            with_slice(grad, |g| {
+                let mut out = vec![0f32; y.len()];
+                out.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(y.par_chunks(CHUNK)).for_each(|((o, g), y)| relu_grad_chunk(o, g, y));
+                Ok(out)
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(out, res.shape(), &Device::Cpu)?))
+    }
+}
+
+/// ReLU with a single-pass backward (candle's builds a mask with several ops).
+pub fn relu(x: &Tensor) -> Result<Tensor> {
+    if !kernel_ok(x) {
+        return x.relu();
+    }
+    x.contiguous()?.apply_op1(Relu)
+}
+
+/// dst[m x n] (row stride dst_rs) = (read_dst ? dst : 0) + lhs[m x k] * rhs[k x n], strided views.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn mm(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, read_dst: bool, lhs: &[f32], lhs_rs: isize, lhs_cs: isize, rhs: &[f32], rhs_rs: isize, rhs_cs: isize) {
+    // Bounds: every view lies inside its slice (checked by the callers' shapes).
+    debug_assert!(dst.len() >= (m - 1) * dst_rs + n);
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            read_dst,
+            lhs.as_ptr(),
+            lhs_cs,
+            lhs_rs,
+            rhs.as_ptr(),
+            rhs_cs,
+            rhs_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
+
+/// Number of fixed batch groups for the weight gradient (deterministic summation order,
+/// independent of the thread count).
+const WGRAD_GROUPS: usize = 16;
+
+/// (x [B,Cin,H,W], w [Cout,Cin,1,1]) -> y [B,Cout,H,W]; y_b = W x_b, one GEMM per sample.
+struct Conv1x1;
+
+impl CustomOp2 for Conv1x1 {
+    fn name(&self) -> &'static str {
+        "nasflow-conv1x1"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (b, cin, h, w) = l1.shape().dims4()?;
+        let (cout, wcin, kh, kw) = l2.shape().dims4()?;
+        if wcin != cin || kh != 1 || kw != 1 {
+            bail!("conv1x1: weight {:?} does not fit input {:?}", l2.dims(), l1.dims());
+        }
+        let x = slice(s1, l1)?;
+        let wt = slice(s2, l2)?;
+        let hw = h * w;
+        let mut out = vec![0f32; b * cout * hw];
+        out.par_chunks_mut(cout * hw).enumerate().for_each(|(i, y)| {
+            mm(cout, hw, cin, y, hw, false, wt, cin as isize, 1, &x[i * cin * hw..(i + 1) * cin * hw], hw as isize, 1);
+        });
+        Ok((CpuStorage::F32(out), Shape::from((b, cout, h, w))))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (b, cin, h, wd) = x.dims4()?;
+        let cout = w.dim(0)?;
+        let hw = h * wd;
+        let groups = WGRAD_GROUPS.min(b);
+        let per = b.div_ceil(groups);
+        let (gx, gw) = with_slice(x, |xs| {
+            with_slice(grad, |gs| {
+                with_slice(w, |wt| {
+                    // grad x_b = W^T g_b
+                    let mut gx = vec![0f32; b * cin * hw];
+                    gx.par_chunks_mut(cin * hw).enumerate().for_each(|(i, o)| {
+                        mm(cin, hw, cout, o, hw, false, wt, 1, cin as isize, &gs[i * cout * hw..(i + 1) * cout * hw], hw as isize, 1);
+                    });
+                    // grad W = sum_b g_b x_b^T, in fixed batch groups
+                    let mut part = vec![0f32; groups * cout * cin];
+                    part.par_chunks_mut(cout * cin).enumerate().for_each(|(gi, acc)| {
+                        for i in gi * per..((gi + 1) * per).min(b) {
+                            let read = i > gi * per;
+                            mm(cout, cin, hw, acc, cin, read, &gs[i * cout * hw..(i + 1) * cout * hw], hw as isize, 1, &xs[i * cin * hw..(i + 1) * cin * hw], 1, hw as isize);
+                        }
+                    });
+                    let mut gw = vec![0f32; cout * cin];
+                    for p in part.chunks(cout * cin) {
+                        for (o, v) in gw.iter_mut().zip(p) {
+                            *o += v;
+                        }
+                    }
+                    Ok((gx, gw))
+                })
+            })
+        })?;
+        let dev = Device::Cpu;
+        Ok((Some(Tensor::from_vec(gx, (b, cin, h, wd), &dev)?), Some(Tensor::from_vec(gw, (cout, cin, 1, 1), &dev)?)))
+    }
+}
+
+/// 1x1 conv without padding or stride (callers subsample first).
+pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !(kernel_ok(x) && kernel_ok(w)) {
+        return crate::reference::conv1x1(x, w, 1);
+    }
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv1x1)
+}
