@@ -3,9 +3,9 @@
 //!
 //!     cargo run --release -p nasflow-ops --example edge_bench
 //!
-//! Environment: RAYON_NUM_THREADS (threads), EDGE_BENCH_ITERS (timed iterations, default 12).
-//! The allocator matters a lot on small VMs (candle-notes.md): compare with
-//! GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=4294967295
+//! Environment: RAYON_NUM_THREADS (threads), EDGE_BENCH_ITERS (timed iterations, default 12),
+//! EDGE_BENCH_NO_TUNE (set: keep glibc's default malloc settings instead of calling
+//! `nasflow_ops::tune_malloc()`; the allocator matters a lot on small VMs, see candle-notes.md).
 
 use std::time::Instant;
 
@@ -76,11 +76,12 @@ fn randn(shape: &[usize], rng: &mut impl rand::Rng) -> Result<Tensor> {
 }
 
 fn main() -> Result<()> {
+    let tuned = std::env::var("EDGE_BENCH_NO_TUNE").is_err() && tune_malloc();
     let iters: usize = std::env::var("EDGE_BENCH_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(12);
     let dev = Device::Cpu;
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     println!(
-        "threads {}, iters {iters}, GLIBC_TUNABLES={}",
+        "threads {}, iters {iters}, tune_malloc {tuned}, GLIBC_TUNABLES={}",
         rayon::current_num_threads(),
         std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| "(unset)".into())
     );

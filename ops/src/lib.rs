@@ -12,7 +12,9 @@ mod bn;
 mod blocks;
 mod primitive;
 mod init;
+mod alloc;
 
+pub use alloc::tune_malloc;
 pub use blocks::{Conv7x1_1x7, DilConv, FactorizedReduce, ReLUConvBN, SepConv};
 pub use bn::BatchNorm;
 pub use conv::{conv2d, depthwise_conv2d, relu_depthwise_conv2d};
