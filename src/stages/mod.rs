@@ -2,7 +2,13 @@
 //! and the code that does the work.
 
 pub mod aggregate;
+mod common;
+pub mod darts;
+pub mod genotype;
+mod progress;
 pub mod shell;
+pub mod train;
+pub mod visualize;
 
 use crate::engine::op::Registry;
 use std::sync::OnceLock;
@@ -13,6 +19,11 @@ pub fn registry() -> &'static Registry {
         let mut r = Registry::default();
         r.add(shell::spec());
         r.add(aggregate::spec());
+        r.add(darts::spec());
+        r.add(genotype::spec());
+        r.add(train::train_spec());
+        r.add(train::evaluate_spec());
+        r.add(visualize::spec());
         r
     })
 }

@@ -1,0 +1,76 @@
+//! What the NAS stage ops share: loading the stage's data set, reading
+//! genotypes, writing arrays and metrics.
+
+use crate::engine::atomic;
+use crate::engine::op::StageCtx;
+use anyhow::{Context, Result};
+use nasflow_nas::data::DataSplits;
+use nasflow_nas::genotype::Genotype;
+use std::path::Path;
+
+pub fn load_data(ctx: &StageCtx) -> Result<DataSplits> {
+    let d = ctx.data.as_ref().with_context(|| format!("stage `{}` needs a data set (`data:`)", ctx.stage))?;
+    nasflow_nas::data::load(&d.format, &d.path).with_context(|| format!("loading data set `{}`", d.name))
+}
+
+/// A genotype from a file (JSON or the DARTS text form) or a folder holding
+/// genotype.json.
+pub fn read_genotype(path: &Path) -> Result<Genotype> {
+    let file = if path.is_dir() { path.join("genotype.json") } else { path.to_path_buf() };
+    let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read genotype {}", file.display()))?;
+    Genotype::parse(&text).with_context(|| format!("{} is not a genotype", file.display()))
+}
+
+/// Built-in name, file path (relative to the pipeline), or connected input.
+pub fn genotype_from(ctx: &StageCtx) -> Result<Genotype> {
+    if ctx.inputs.contains_key("genotype") {
+        return read_genotype(ctx.input("genotype")?);
+    }
+    let name = ctx.opt_str("genotype").unwrap_or("");
+    if name.is_empty() {
+        anyhow::bail!("stage `{}`: connect `inputs: {{ genotype: STAGE.genotype }}` or set param `genotype` to a built-in name (`nasflow genotype list`) or a file", ctx.stage);
+    }
+    if let Some(g) = nasflow_nas::genotype::builtin(name) {
+        return Ok(g);
+    }
+    let p = ctx.base_dir.join(name);
+    if p.exists() {
+        return read_genotype(&p);
+    }
+    anyhow::bail!("stage `{}`: genotype `{name}` is neither a built-in ({}) nor a file", ctx.stage, nasflow_nas::genotype::builtin_names().join(", "))
+}
+
+pub fn write_genotype(dir: &Path, g: &Genotype) -> Result<()> {
+    atomic::write(&dir.join("genotype.json"), g.to_json().as_bytes())?;
+    atomic::write(&dir.join("genotype.txt"), format!("{}\n", g.to_darts_text()).as_bytes())
+}
+
+pub fn write_npy(path: &Path, rows: &[Vec<f32>]) -> Result<()> {
+    let r = rows.len();
+    let c = rows.first().map(Vec::len).unwrap_or(0);
+    let flat: Vec<f32> = rows.iter().flatten().copied().collect();
+    let t = candle_core::Tensor::from_vec(flat, (r, c), &candle_core::Device::Cpu)?;
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    t.write_npy(path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub fn read_npy(path: &Path) -> Result<Vec<Vec<f32>>> {
+    let t = candle_core::Tensor::read_npy(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(t.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
+}
+
+pub fn write_jsonl(path: &Path, records: &[serde_json::Value]) -> Result<()> {
+    let mut s = String::new();
+    for r in records {
+        s.push_str(&serde_json::to_string(r)?);
+        s.push('\n');
+    }
+    atomic::write(path, s.as_bytes())
+}
+
+/// `0` means "no limit" for optional counts in pipeline files.
+pub fn opt(n: usize) -> Option<usize> {
+    (n > 0).then_some(n)
+}
