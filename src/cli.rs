@@ -89,9 +89,38 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Published genotypes and genotype files: list, show, count parameters
+    Genotype {
+        #[command(subcommand)]
+        cmd: GenotypeCmd,
+    },
     /// Run one stage job (used by the executors)
     #[command(hide = true)]
     ExecStage { job: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum GenotypeCmd {
+    /// Name the built-in (published) genotypes
+    List,
+    /// Print a genotype's cells, its DARTS text form and its parameter count
+    Show {
+        /// A built-in name (see `nasflow genotype list`) or a file (JSON or DARTS text form)
+        genotype: String,
+        /// Cells of the evaluation network the count is for
+        #[arg(long, default_value_t = 20)]
+        layers: usize,
+        /// Channels of its first cell
+        #[arg(long, default_value_t = 36)]
+        init_channels: usize,
+        /// Input channels (3 for CIFAR-10, 1 for MNIST)
+        #[arg(long, default_value_t = 3)]
+        in_channels: usize,
+        #[arg(long, default_value_t = 10)]
+        classes: usize,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Exit codes: 0 success, 1 a stage failed, 2 bad input, 130 interrupted.
@@ -257,6 +286,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             Ok(0)
         }
         Cmd::Gc { runs_dir, dry_run } => gc(&runs_dir, dry_run),
+        Cmd::Genotype { cmd } => crate::genotype_cli::run(cmd_args(cmd)),
     }
 }
 
@@ -377,4 +407,13 @@ fn gc(runs_dir: &Path, dry_run: bool) -> Result<i32> {
     }
     println!("{} {n} objects ({:.1} MB) and {removed_records} records", if dry_run { "would remove" } else { "removed" }, bytes as f64 / 1e6);
     Ok(0)
+}
+
+fn cmd_args(cmd: GenotypeCmd) -> crate::genotype_cli::Args {
+    match cmd {
+        GenotypeCmd::List => crate::genotype_cli::Args::List,
+        GenotypeCmd::Show { genotype, layers, init_channels, in_channels, classes, json } => {
+            crate::genotype_cli::Args::Show { genotype, layers, init_channels, in_channels, classes, json }
+        }
+    }
 }

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod engine;
+mod genotype_cli;
 pub mod pipeline;
 pub mod stages;
 
