@@ -14,10 +14,14 @@ multiversion!(fn plane_scale_shift(o: &mut [f32], x: &[f32], a: f32, b: f32) = s
 multiversion!(fn plane_dx(o: &mut [f32], g: &[f32], x: &[f32], a: f32, k: f32, c: f32) = simd::bn_dx;);
 use crate::reference;
 
+/// y = (x - mean) * invstd * w + b with fixed per-channel mean/invstd. With `batch_stats` the
+/// statistics are those of x itself (training mode) and the backward includes their dependence
+/// on x; otherwise they are constants (eval mode, running statistics).
 struct BnTrain {
     mean: Vec<f32>,
     invstd: Vec<f32>,
     affine: bool,
+    batch_stats: bool,
 }
 
 impl CustomOp3 for BnTrain {
@@ -63,6 +67,9 @@ impl CustomOp3 for BnTrain {
                     .map(|i| {
                         let inv = self.invstd[i] as f64;
                         let a = wt[i] as f64 * inv;
+                        if !self.batch_stats {
+                            return (a as f32, 0.0, 0.0);
+                        }
                         let k = a * inv * inv * sgx[i] / n;
                         let c0 = k * self.mean[i] as f64 - a * sg[i] / n;
                         (a as f32, k as f32, c0 as f32)
@@ -126,6 +133,23 @@ pub fn bn_train(x: &Tensor, wb: Option<(&Tensor, &Tensor)>, eps: f64) -> Result<
     };
     let mean_t = Tensor::from_vec(mean.clone(), c, dev)?;
     let var_t = Tensor::from_vec(var, c, dev)?;
-    let y = x.apply_op3(&w, &b, BnTrain { mean, invstd, affine: wb.is_some() })?;
+    let y = x.apply_op3(&w, &b, BnTrain { mean, invstd, affine: wb.is_some(), batch_stats: true })?;
     Ok((y, mean_t, var_t))
+}
+
+/// Eval-mode batch norm with the given (running) statistics.
+pub fn bn_eval(x: &Tensor, wb: Option<(&Tensor, &Tensor)>, mean: &Tensor, var: &Tensor, eps: f64) -> Result<Tensor> {
+    if !kernel_ok(x) {
+        return reference::bn_apply(x, mean, var, wb, eps);
+    }
+    let x = x.contiguous()?;
+    let c = x.dim(1)?;
+    let mean = mean.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+    let invstd: Vec<f32> = var.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?.iter().map(|v| (1.0 / (*v as f64 + eps).sqrt()) as f32).collect();
+    let dev = x.device();
+    let (w, b) = match wb {
+        Some((w, b)) => (w.contiguous()?, b.contiguous()?),
+        None => (Tensor::ones(c, x.dtype(), dev)?, Tensor::zeros(c, x.dtype(), dev)?),
+    };
+    x.apply_op3(&w, &b, BnTrain { mean, invstd, affine: wb.is_some(), batch_stats: false })
 }

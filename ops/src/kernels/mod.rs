@@ -12,12 +12,12 @@ pub use pointwise::relu;
 
 /// x[:, :, ::stride, ::stride] for NCHW (differentiable); output size ceil(H/stride).
 pub fn subsample(x: &Tensor, stride: usize) -> Result<Tensor> {
-    pool::subsample2(x, stride, stride)
+    pool::subsample_ext(x, stride, stride, 0, 0, false)
 }
 
 /// x[:, :, ::sh, ::sw] for NCHW (differentiable).
 pub fn subsample2(x: &Tensor, sh: usize, sw: usize) -> Result<Tensor> {
-    pool::subsample2(x, sh, sw)
+    pool::subsample_ext(x, sh, sw, 0, 0, false)
 }
 
 /// 2D max pooling, NCHW, padding value -inf; the gradient goes to the first maximum of each

@@ -1,10 +1,10 @@
 //! Padded 2D max / average pooling and strided subsampling as candle custom ops (forward and
 //! backward), one rayon task per (batch, channel) plane.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::common::{kernel_ok, slice};
+use super::common::{kernel_ok, slice, with_slice};
 use super::window::{avg_bwd_plane, avg_fwd_plane, max_bwd_plane, max_fwd_plane, PGeo, Scratch};
 use crate::reference::avg_divisor;
 
@@ -124,10 +124,19 @@ impl CustomOp1 for AvgPoolGrad {
     }
 }
 
-/// x[:, :, ::sh, ::sw]
+/// x[:, :, h0::sh, w0::sw], optionally followed by ReLU.
 struct Subsample {
     sh: usize,
     sw: usize,
+    h0: usize,
+    w0: usize,
+    relu: bool,
+}
+
+impl Subsample {
+    fn out_hw(&self, h: usize, w: usize) -> (usize, usize) {
+        ((h - self.h0).div_ceil(self.sh), (w - self.w0).div_ceil(self.sw))
+    }
 }
 
 impl CustomOp1 for Subsample {
@@ -138,54 +147,48 @@ impl CustomOp1 for Subsample {
     fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l.shape().dims4()?;
         let x = slice(st, l)?;
-        let (ho, wo) = (h.div_ceil(self.sh), w.div_ceil(self.sw));
+        let (ho, wo) = self.out_hw(h, w);
         let mut out = vec![0f32; b * c * ho * wo];
-        let (sh, sw) = (self.sh, self.sw);
+        let (sh, sw, relu) = (self.sh, self.sw, self.relu);
+        let base = self.h0 * w + self.w0;
         out.par_chunks_mut(ho * wo).enumerate().for_each(|(i, o)| {
-            let xp = &x[i * h * w..(i + 1) * h * w];
+            let xp = &x[i * h * w + base..(i + 1) * h * w];
             for oh in 0..ho {
                 let row = &xp[oh * sh * w..];
                 for (ow, v) in o[oh * wo..(oh + 1) * wo].iter_mut().enumerate() {
-                    *v = row[ow * sw];
+                    let u = row[ow * sw];
+                    *v = if relu && !(u > 0.0) { 0.0 } else { u };
                 }
             }
         });
         Ok((CpuStorage::F32(out), Shape::from((b, c, ho, wo))))
     }
 
-    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let (_, _, h, w) = x.dims4()?;
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&SubsampleGrad { h, w, sh: self.sh, sw: self.sw })?))
-    }
-}
-
-struct SubsampleGrad {
-    h: usize,
-    w: usize,
-    sh: usize,
-    sw: usize,
-}
-
-impl CustomOp1 for SubsampleGrad {
-    fn name(&self) -> &'static str {
-        "nasflow-subsample-grad"
-    }
-
-    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (b, c, ho, wo) = l.shape().dims4()?;
-        let (h, w, sh, sw) = (self.h, self.w, self.sh, self.sw);
-        let gr = slice(st, l)?;
-        let mut out = vec![0f32; b * c * h * w];
-        out.par_chunks_mut(h * w).enumerate().for_each(|(i, o)| {
-            let gp = &gr[i * ho * wo..(i + 1) * ho * wo];
-            for oh in 0..ho {
-                let row = &mut o[oh * sh * w..];
-                for (ow, v) in gp[oh * wo..(oh + 1) * wo].iter().enumerate() {
-                    row[ow * sw] = *v;
-                }
-            }
-        });
-        Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
+    fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (b, c, h, w) = x.dims4()?;
+        let (ho, wo) = self.out_hw(h, w);
+        let (sh, sw, relu) = (self.sh, self.sw, self.relu);
+        let base = self.h0 * w + self.w0;
+        let out = with_slice(grad, |gr| {
+            with_slice(res, |ys| {
+                let mut out = vec![0f32; b * c * h * w];
+                out.par_chunks_mut(h * w).enumerate().for_each(|(i, o)| {
+                    let gp = &gr[i * ho * wo..(i + 1) * ho * wo];
+                    let yp = &ys[i * ho * wo..(i + 1) * ho * wo];
+                    let o = &mut o[base..];
+                    for oh in 0..ho {
+                        let row = &mut o[oh * sh * w..];
+                        for ow in 0..wo {
+                            let j = oh * wo + ow;
+                            // ReLU: PyTorch's threshold_backward passes the grad where the output > 0
+                            row[ow * sw] = if relu && !(yp[j] > 0.0) { 0.0 } else { gp[j] };
+                        }
+                    }
+                });
+                Ok(out)
+            })
+        })?;
+        Ok(Some(Tensor::from_vec(out, (b, c, h, w), &Device::Cpu)?))
     }
 }
 
@@ -203,12 +206,19 @@ pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize, coun
     x.contiguous()?.apply_op1(AvgPool { k: kernel, s: stride, p: padding, cip: count_include_pad })
 }
 
-pub fn subsample2(x: &Tensor, sh: usize, sw: usize) -> Result<Tensor> {
-    if sh == 1 && sw == 1 {
-        return Ok(x.clone());
+/// x[:, :, h0::sh, w0::sw], then ReLU when `relu`.
+pub fn subsample_ext(x: &Tensor, sh: usize, sw: usize, h0: usize, w0: usize, relu: bool) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if h0 >= h || w0 >= w {
+        candle_core::bail!("subsample: offset ({h0}, {w0}) outside a {h}x{w} input");
     }
     if !kernel_ok(x) {
-        return crate::reference::subsample_dim(&crate::reference::subsample_dim(x, 2, sh)?, 3, sw);
+        let x = x.narrow(2, h0, h - h0)?.narrow(3, w0, w - w0)?;
+        let y = crate::reference::subsample_dim(&crate::reference::subsample_dim(&x, 2, sh)?, 3, sw)?;
+        return if relu { y.relu() } else { Ok(y) };
     }
-    x.contiguous()?.apply_op1(Subsample { sh, sw })
+    if sh == 1 && sw == 1 && h0 == 0 && w0 == 0 {
+        return if relu { super::pointwise::relu(x) } else { Ok(x.clone()) };
+    }
+    x.contiguous()?.apply_op1(Subsample { sh, sw, h0, w0, relu })
 }
