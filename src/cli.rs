@@ -70,8 +70,20 @@ enum Cmd {
         /// Only runs of this pipeline
         #[arg(long)]
         pipeline: Option<String>,
+        #[command(flatten)]
+        filter: crate::report::cmd::RunsFilter,
         #[arg(long)]
         json: bool,
+    },
+    /// Compare runs: params that differ, metrics side by side, stages ran/reused, genotype diffs, seed statistics
+    Compare {
+        #[command(flatten)]
+        args: crate::report::cmd::CompareArgs,
+    },
+    /// Write one self-contained HTML page: tables, genotype diff, plots and cell drawings of the runs
+    Report {
+        #[command(flatten)]
+        args: crate::report::cmd::ReportArgs,
     },
     /// Show one run (a run directory or id)
     Show {
@@ -178,6 +190,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
             };
+            if let Err(e) = scheduler::check_data(&p) {
+                eprintln!("error: {e}");
+                return Ok(2);
+            }
             let interrupted = Arc::new(AtomicBool::new(false));
             let flag = interrupted.clone();
             let _ = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
@@ -246,8 +262,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Ops { name } => {
             ops(registry(), name.as_deref())
         }
-        Cmd::Runs { runs_dir, pipeline, json } => {
-            let runs: Vec<(PathBuf, RunInfo)> = list_runs(&runs_dir).into_iter().filter(|(_, i)| pipeline.as_ref().is_none_or(|p| &i.pipeline == p)).collect();
+        Cmd::Compare { args } => crate::report::cmd::compare(args),
+        Cmd::Report { args } => crate::report::cmd::report(args),
+        Cmd::Runs { runs_dir, pipeline, filter, json } => {
+            let runs: Vec<(PathBuf, RunInfo)> = crate::report::cmd::select_runs(&runs_dir, pipeline, &filter)?;
             if json {
                 let v: Vec<_> = runs.iter().map(|(p, i)| run_json(p, i)).collect();
                 println!("{}", serde_json::to_string_pretty(&v)?);

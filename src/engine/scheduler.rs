@@ -78,9 +78,7 @@ pub fn plan(
         None => None,
     };
     let data_digest = match &data {
-        Some((name, format, path)) => Some((format.clone(), digests.digest(path).with_context(|| {
-            format!("data set `{name}` (format {format}): {} does not exist; put the files there or change its `path:` in {} (see datasets/README.md)", path.display(), p.file.display())
-        })?)),
+        Some((name, format, path)) => Some((format.clone(), digests.digest(path).map_err(|e| missing_data(p, name, format, path, e))?)),
         None => None,
     };
     let mut deps = BTreeMap::new();
@@ -101,6 +99,27 @@ pub fn plan(
     })
 }
 
+fn missing_data(p: &Pipeline, name: &str, format: &str, path: &Path, e: anyhow::Error) -> anyhow::Error {
+    if path.exists() {
+        return e.context(format!("cannot read data set `{name}` at {}", path.display()));
+    }
+    anyhow::anyhow!("data set `{name}` (format {format}) not found at {}: put the files there or change its `path:` in {} (see datasets/README.md)", path.display(), p.file.display())
+}
+
+/// Every data set a stage reads must exist before anything runs.
+pub fn check_data(p: &Pipeline) -> Result<()> {
+    for s in &p.stages {
+        if let Some(name) = &s.data {
+            if let Some(spec) = p.data.get(name) {
+                if !spec.path.exists() {
+                    return Err(missing_data(p, name, &spec.format, &spec.path, anyhow::anyhow!("missing")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 enum State {
     Pending,
     Running { child: Child, dir: PathBuf, started: Instant },
@@ -112,50 +131,7 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
     let dag = Dag::build(p).map_err(|_| anyhow::anyhow!("the stages form a cycle"))?;
     let store = Store::open(&opts.store_dir)?;
     let digests = DigestCache::open(&opts.store_dir);
-    let stages: Vec<StageRun> = dag
-        .instances
-        .iter()
-        .map(|i| {
-            let st = &p.stages[i.stage];
-            let op = registry.get(&st.op);
-            StageRun {
-                name: i.id.clone(),
-                stage: st.name.clone(),
-                op: st.op.clone(),
-                op_version: op.map(|o| o.version).unwrap_or(0),
-                coords: i.coords.clone(),
-                status: StageStatus::Pending,
-                fingerprint: None,
-                preimage: None,
-                start: None,
-                end: None,
-                seconds: None,
-                outputs: BTreeMap::new(),
-                metrics: None,
-                error: None,
-                log: format!("logs/{}.log", i.id),
-                job: None,
-            }
-        })
-        .collect();
-    let info = RunInfo {
-        id: String::new(),
-        pipeline: p.name.clone(),
-        file: p.file.display().to_string(),
-        started: now(),
-        ended: None,
-        status: "running".into(),
-        host: host(),
-        nasflow_version: env!("CARGO_PKG_VERSION").to_string(),
-        executor: "local".into(),
-        overrides: opts.overrides.clone(),
-        stages,
-    };
-    let mut rd = RunDir::create(&opts.runs_dir, &p.name, info)?;
-    atomic::write_json(&rd.path.join("pipeline.json"), p)?;
-    if let Ok(text) = std::fs::read(&p.file) {
-        atomic::write(&rd.path.join("pipeline.yaml"), &text)?;
-    }
+    let mut rd = new_run(p, &dag, registry, opts, "local")?;
     let say = |msg: String| {
         if !opts.quiet {
             eprintln!("{msg}");
@@ -258,19 +234,7 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
                     continue;
                 }
             };
-            let mut inputs = BTreeMap::new();
-            for (name, srcs) in &dag.instances[i].inputs {
-                let paths: Vec<PathBuf> = srcs
-                    .iter()
-                    .map(|(u, out)| {
-                        let ust = &p.stages[dag.instances[*u].stage];
-                        let uop = registry.get(&ust.op);
-                        let rel = uop.and_then(|o| o.output_ports(&ust.params).into_iter().find(|(n, _)| n == out).map(|(_, r)| r)).unwrap_or(out.clone());
-                        rd.stage_dir(&dag.instances[*u].id).join(rel)
-                    })
-                    .collect();
-                inputs.insert(name.clone(), paths);
-            }
+            let inputs = input_paths(p, &dag, registry, &rd, i);
             let sr = &mut rd.info.stages[i];
             sr.fingerprint = Some(planned.fingerprint.clone());
             sr.preimage = Some(planned.preimage.clone());
@@ -304,12 +268,7 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
                 say(format!("  note: {} asks for {} GPU(s); this nasflow has no CUDA, so it runs on the CPU", sr.name, st.resources.gpus.unwrap_or(0)));
             }
             let op = registry.get(&st.op).context("unknown op")?;
-            let mut params = st.params.clone();
-            for (k, v) in &dag.instances[i].coords {
-                if st.matrix.contains_key(k) {
-                    params.insert(k.clone(), v.clone());
-                }
-            }
+            let params = instance_params(p, &dag, i);
             let dir = store.tmp_dir().join(format!("{}-{}-{}", &planned.fingerprint[..16], std::process::id(), super::atomic::unique()));
             std::fs::create_dir_all(&dir)?;
             let job = Job {
@@ -326,6 +285,7 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
                 dir: std::fs::canonicalize(&dir).unwrap_or(dir.clone()),
                 log: std::fs::canonicalize(&rd.path).unwrap_or(rd.path.clone()).join(&sr.log),
                 show_progress,
+                deferred: None,
             };
             let job_path = dir.join("job.json");
             atomic::write_json(&job_path, &job)?;
@@ -358,6 +318,86 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
     Ok(rd)
 }
 
+/// A new run directory with every stage instance pending, the resolved
+/// pipeline and its source file beside run.json (shared by the executors).
+pub(crate) fn new_run(p: &Pipeline, dag: &Dag, registry: &Registry, opts: &RunOptions, executor: &str) -> Result<RunDir> {
+    let stages: Vec<StageRun> = dag
+        .instances
+        .iter()
+        .map(|i| {
+            let st = &p.stages[i.stage];
+            let op = registry.get(&st.op);
+            StageRun {
+                name: i.id.clone(),
+                stage: st.name.clone(),
+                op: st.op.clone(),
+                op_version: op.map(|o| o.version).unwrap_or(0),
+                coords: i.coords.clone(),
+                status: StageStatus::Pending,
+                fingerprint: None,
+                preimage: None,
+                start: None,
+                end: None,
+                seconds: None,
+                outputs: BTreeMap::new(),
+                metrics: None,
+                error: None,
+                log: format!("logs/{}.log", i.id),
+                job: None,
+            }
+        })
+        .collect();
+    let info = RunInfo {
+        id: String::new(),
+        pipeline: p.name.clone(),
+        file: p.file.display().to_string(),
+        started: now(),
+        ended: None,
+        status: "running".into(),
+        host: host(),
+        nasflow_version: env!("CARGO_PKG_VERSION").to_string(),
+        executor: executor.into(),
+        overrides: opts.overrides.clone(),
+        stages,
+    };
+    let rd = RunDir::create(&opts.runs_dir, &p.name, info)?;
+    atomic::write_json(&rd.path.join("pipeline.json"), p)?;
+    if let Ok(text) = std::fs::read(&p.file) {
+        atomic::write(&rd.path.join("pipeline.yaml"), &text)?;
+    }
+    Ok(rd)
+}
+
+/// Per input port, the paths (in the run directory) of the outputs it reads.
+pub(crate) fn input_paths(p: &Pipeline, dag: &Dag, registry: &Registry, rd: &RunDir, i: usize) -> BTreeMap<String, Vec<PathBuf>> {
+    let mut inputs = BTreeMap::new();
+    for (name, srcs) in &dag.instances[i].inputs {
+        let paths: Vec<PathBuf> = srcs.iter().map(|(u, out)| output_path(p, dag, registry, rd, *u, out)).collect();
+        inputs.insert(name.clone(), paths);
+    }
+    inputs
+}
+
+/// Where instance `u`'s output `out` is laid out in the run directory.
+pub(crate) fn output_path(p: &Pipeline, dag: &Dag, registry: &Registry, rd: &RunDir, u: usize, out: &str) -> PathBuf {
+    let ust = &p.stages[dag.instances[u].stage];
+    let uop = registry.get(&ust.op);
+    let rel = uop.and_then(|o| o.output_ports(&ust.params).into_iter().find(|(n, _)| n == out).map(|(_, r)| r)).unwrap_or(out.to_string());
+    rd.stage_dir(&dag.instances[u].id).join(rel)
+}
+
+/// A stage instance's params: the stage's, with its matrix coordinates.
+pub(crate) fn instance_params(p: &Pipeline, dag: &Dag, i: usize) -> BTreeMap<String, Json> {
+    let st = &p.stages[dag.instances[i].stage];
+    let mut params = st.params.clone();
+    for (k, v) in &dag.instances[i].coords {
+        if st.matrix.contains_key(k) {
+            params.insert(k.clone(), v.clone());
+        }
+    }
+    params
+}
+
 fn spawn_stage(exe: &Path, job: &Path, quiet: bool) -> Result<Child> {
     use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(exe);
@@ -377,7 +417,7 @@ fn spawn_stage(exe: &Path, job: &Path, quiet: bool) -> Result<Child> {
 }
 
 /// Lay a finished stage's outputs out in the run directory.
-fn finish(store: &Store, rd: &RunDir, i: usize, outputs: &BTreeMap<String, Artifact>, dag: &Dag) -> Result<()> {
+pub(crate) fn finish(store: &Store, rd: &RunDir, i: usize, outputs: &BTreeMap<String, Artifact>, dag: &Dag) -> Result<()> {
     let _ = (i, dag);
     let inst = &rd.info.stages[i];
     let dir = rd.stage_dir(&inst.name);
@@ -401,7 +441,7 @@ fn params_of(rd: &RunDir, i: usize) -> BTreeMap<String, Json> {
 }
 
 /// A stage's headline metrics: its `metrics` output, when that is a JSON object.
-fn headline(store: &Store, outputs: &BTreeMap<String, Artifact>) -> Option<Json> {
+pub(crate) fn headline(store: &Store, outputs: &BTreeMap<String, Artifact>) -> Option<Json> {
     let a = outputs.get("metrics")?;
     if a.kind != super::store::Kind::File {
         return None;

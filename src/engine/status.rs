@@ -16,7 +16,7 @@ use std::path::Path;
 #[derive(Debug, Serialize)]
 pub struct StageState {
     pub name: String,
-    /// fresh | stale | never-run
+    /// fresh | stale | never-run | cannot-run (e.g. its data set is missing)
     pub state: String,
     pub reasons: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -51,7 +51,7 @@ pub fn status(p: &Pipeline, registry: &Registry, runs_dir: &Path, store_dir: &Pa
         let planned = match plan(p, &dag, i, &outputs, registry, &digests) {
             Ok(pl) => pl,
             Err(e) => {
-                out.push(StageState { name: inst.id.clone(), state: "stale".into(), reasons: vec![format!("{e:#}")], fingerprint: None });
+                out.push(StageState { name: inst.id.clone(), state: "cannot-run".into(), reasons: vec![format!("{e:#}")], fingerprint: None });
                 continue;
             }
         };

@@ -191,7 +191,9 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pi
             let raw = req_str(l, v, "path", &format!("data set `{}`", k.name))?;
             let path_node = v.get("path").cloned().unwrap_or(v.clone());
             let raw = interpolate_str(l, &raw, &params, path_node.loc)?;
-            data.insert(k.name.clone(), DataSpec { format, path: l.base_dir(path_node.loc).join(raw) });
+            let base = l.base_dir(path_node.loc);
+            let path = if base == Path::new(".") { PathBuf::from(raw) } else { base.join(raw) };
+            data.insert(k.name.clone(), DataSpec { format, path });
         }
     }
 
