@@ -7,5 +7,6 @@ pub mod darts;
 pub mod genotype;
 pub mod params;
 pub mod rng;
+pub mod snas;
 pub mod train;
 pub mod visualize;

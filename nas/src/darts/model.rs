@@ -23,6 +23,14 @@ pub struct EvalNetConfig {
     pub stem_multiplier: usize,
 }
 
+/// Options of the evaluation network whose defaults are DARTS's retrain net.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct EvalOptions {
+    /// SNAS's retrain ops (spec §3.1): every max/avg pool is followed by an
+    /// affine BN (2C parameters each). DARTS's retrain pools have none.
+    pub pool_bn_affine: bool,
+}
+
 fn parse_op(name: &str) -> anyhow::Result<Primitive> {
     match Primitive::from_name(name) {
         Some(p) => Ok(p),
@@ -37,6 +45,8 @@ fn parse_op(name: &str) -> anyhow::Result<Primitive> {
 struct EvalEdge {
     input: usize,
     op: Option<Op>,
+    /// The affine BN after a pool (SNAS retrain ops only).
+    pool_bn: Option<BatchNorm>,
 }
 
 /// A discrete cell (DARTS `model.Cell`), generalised to any edge list.
@@ -57,6 +67,7 @@ impl EvalCell {
         c: usize,
         reduction: bool,
         reduction_prev: bool,
+        options: &EvalOptions,
         vb: VarBuilder,
     ) -> anyhow::Result<Self> {
         validate_cell(genotype_cell, reduction)?;
@@ -68,20 +79,27 @@ impl EvalCell {
             for (k, edge) in node.iter().enumerate() {
                 let primitive =
                     parse_op(&edge.op).with_context(|| format!("node {n}, edge {k}"))?;
+                let vb_edge = vb.pp(format!("nodes.{n}.edges.{k}"));
                 let op = if primitive == Primitive::None {
                     None
                 } else {
                     let stride = if reduction && edge.input < 2 { 2 } else { 1 };
-                    let vb_edge = vb.pp(format!("nodes.{n}.edges.{k}"));
                     Some(
-                        Op::new(primitive, c, stride, true, vb_edge).with_context(|| {
-                            format!("building op `{}` of node {n}, edge {k}", edge.op)
-                        })?,
+                        Op::new(primitive, c, stride, true, vb_edge.clone()).with_context(
+                            || format!("building op `{}` of node {n}, edge {k}", edge.op),
+                        )?,
                     )
+                };
+                let is_pool = matches!(primitive, Primitive::MaxPool3x3 | Primitive::AvgPool3x3);
+                let pool_bn = if options.pool_bn_affine && is_pool {
+                    Some(BatchNorm::new(c, true, vb_edge.pp("bn"))?)
+                } else {
+                    None
                 };
                 edges.push(EvalEdge {
                     input: edge.input,
                     op,
+                    pool_bn,
                 });
             }
             nodes.push(edges);
@@ -117,6 +135,9 @@ impl EvalCell {
             for edge in node {
                 let Some(op) = &edge.op else { continue };
                 let mut y = op.forward_t(&states[edge.input], train)?;
+                if let Some(bn) = &edge.pool_bn {
+                    y = bn.forward_t(&y, train)?;
+                }
                 if train && drop_prob > 0.0 && !op.is_identity() {
                     y = drop_path_with_rng(&y, drop_prob, rng)?;
                 }
@@ -291,6 +312,17 @@ impl EvalNetwork {
     /// Var names: `stem.{conv,bn}`, `cells.{i}.preprocess{0,1}`,
     /// `cells.{i}.nodes.{n}.edges.{k}`, `auxiliary.*`, `classifier`.
     pub fn new(cfg: &EvalNetConfig, genotype: &Genotype, vb: VarBuilder) -> anyhow::Result<Self> {
+        Self::new_with(cfg, genotype, &EvalOptions::default(), vb)
+    }
+
+    /// [`Self::new`] with non-DARTS options (SNAS's affine BN after pools:
+    /// extra vars `cells.{i}.nodes.{n}.edges.{k}.bn`).
+    pub fn new_with(
+        cfg: &EvalNetConfig,
+        genotype: &Genotype,
+        options: &EvalOptions,
+        vb: VarBuilder,
+    ) -> anyhow::Result<Self> {
         for (name, value) in [
             ("in_channels", cfg.in_channels),
             ("num_classes", cfg.num_classes),
@@ -326,6 +358,7 @@ impl EvalNetwork {
                 c,
                 reduction,
                 reduction_prev,
+                options,
                 vb.pp(format!("cells.{i}")),
             )
             .with_context(|| format!("genotype {which} cell (network cell {i})"))?;

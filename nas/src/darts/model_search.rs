@@ -8,7 +8,28 @@
 
 use candle_core::{bail, Result, Tensor, D};
 use candle_nn::{Linear, Module, ModuleT, VarBuilder};
-use nasflow_ops::{conv2d, BatchNorm, FactorizedReduce, Op, Primitive, ReLUConvBN};
+use nasflow_ops::{conv2d, drop_path, BatchNorm, FactorizedReduce, Op, Primitive, ReLUConvBN};
+use rand::Rng as _;
+
+use crate::rng::Rng;
+
+/// Drop path on every edge's mixed-op output during training (SNAS search,
+/// spec §3.5: constant probability, nothing exempt). DARTS search has none.
+pub struct EdgeDropPath<'a> {
+    pub prob: f32,
+    /// One Bernoulli(1 - prob) draw per sample and edge call, from this stream.
+    pub rng: &'a mut Rng,
+}
+
+impl EdgeDropPath<'_> {
+    fn apply(&mut self, y: &Tensor) -> Result<Tensor> {
+        let keep = 1.0 - self.prob;
+        let mask: Vec<f32> = (0..y.dim(0)?)
+            .map(|_| if self.rng.random::<f32>() < keep { 1.0 } else { 0.0 })
+            .collect();
+        drop_path(y, &mask, keep)
+    }
+}
 
 /// Shape of the supernet. DARTS search on CIFAR-10: C=16, L=8, 4/4/3.
 #[derive(Clone, Debug, PartialEq)]
@@ -234,7 +255,14 @@ impl SearchCell {
         })
     }
 
-    fn forward_t(&self, s0: &Tensor, s1: &Tensor, weights: &Tensor, train: bool) -> Result<Tensor> {
+    fn forward_t(
+        &self,
+        s0: &Tensor,
+        s1: &Tensor,
+        weights: &Tensor,
+        train: bool,
+        mut drop: Option<&mut EdgeDropPath>,
+    ) -> Result<Tensor> {
         let mut states = vec![
             self.pre0.forward_t(s0, train)?,
             self.pre1.forward_t(s1, train)?,
@@ -243,7 +271,12 @@ impl SearchCell {
         for _ in 0..self.steps {
             let mut node: Option<Tensor> = None;
             for state in &states {
-                let y = self.edges[edge].forward_t(state, &weights.get(edge)?, train)?;
+                let mut y = self.edges[edge].forward_t(state, &weights.get(edge)?, train)?;
+                if let Some(d) = drop.as_deref_mut() {
+                    if train && d.prob > 0.0 {
+                        y = d.apply(&y)?;
+                    }
+                }
                 node = Some(match node {
                     None => y,
                     Some(n) => (n + y)?,
@@ -325,6 +358,24 @@ impl SearchNetwork {
         weights_reduce: &Tensor,
         train: bool,
     ) -> Result<Tensor> {
+        self.forward_drop_path(x, weights_normal, weights_reduce, train, None)
+    }
+
+    /// [`Self::forward_t`] with drop path on every edge when `drop` is given
+    /// and `train` is set (SNAS search).
+    pub fn forward_drop_path(
+        &self,
+        x: &Tensor,
+        weights_normal: &Tensor,
+        weights_reduce: &Tensor,
+        train: bool,
+        mut drop: Option<&mut EdgeDropPath>,
+    ) -> Result<Tensor> {
+        if let Some(d) = drop.as_deref() {
+            if !(0.0..1.0).contains(&d.prob) {
+                bail!("SearchNetwork: drop path probability {} must be in [0, 1)", d.prob);
+            }
+        }
         let expected = (self.num_edges, self.num_primitives);
         for (which, w) in [
             ("weights_normal", weights_normal),
@@ -348,7 +399,7 @@ impl SearchNetwork {
             } else {
                 weights_normal
             };
-            let out = cell.forward_t(&s0, &s1, w, train)?;
+            let out = cell.forward_t(&s0, &s1, w, train, drop.as_deref_mut())?;
             (s0, s1) = (s1, out);
         }
         self.classifier.forward(&s1)

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use candle_core::backprop::GradStore;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use rand_distr::{Distribution, StandardNormal};
@@ -137,13 +138,22 @@ impl SearchConfig {
     }
 
     fn validate(&self) -> Result<()> {
+        self.validate_for(false)
+    }
+
+    /// `single_level`: the method trains weights and architecture on the same
+    /// batches, so `train_portion = 1` (the whole training set) is allowed.
+    fn validate_for(&self, single_level: bool) -> Result<()> {
         if self.epochs == 0 || self.batch_size == 0 || self.eval_batch_size == 0 || self.layers == 0
         {
             bail!("search: epochs, batch_size, eval_batch_size and layers must be at least 1");
         }
-        if !(self.train_portion > 0.0 && self.train_portion < 1.0) {
+        let portion_ok = self.train_portion > 0.0
+            && (self.train_portion < 1.0 || (single_level && self.train_portion == 1.0));
+        if !portion_ok {
+            let range = if single_level { "(0, 1]" } else { "(0, 1)" };
             bail!(
-                "search: train_portion must be in (0, 1), got {}",
+                "search: train_portion must be in {range}, got {}",
                 self.train_portion
             );
         }
@@ -206,6 +216,39 @@ pub trait ArchMethod {
     /// Tensors to checkpoint (parameters and optimiser state), and back.
     fn state(&self) -> Result<Vec<(String, Tensor)>>;
     fn load_state(&mut self, state: &[(String, Tensor)]) -> Result<()>;
+
+    /// Single-level methods (SNAS) train the architecture from the same
+    /// backward pass as the weights, on the same batch: the loop then skips
+    /// [`Self::arch_step`] and the validation batches, adds
+    /// [`Self::extra_loss`] to the training loss and calls
+    /// [`Self::after_weight_backward`]. With `train_portion = 1` they train on
+    /// the whole training set and monitor on the test set.
+    fn single_level(&self) -> bool {
+        false
+    }
+    /// Called before the first step of every (0-based) epoch, also after a
+    /// resume: per-epoch schedules (temperature) and per-epoch RNG streams.
+    fn start_epoch(&mut self, _epoch: usize) -> Result<()> {
+        Ok(())
+    }
+    /// A term added to the training loss of a single-level step, computed
+    /// from the last training-mode [`Self::mixing`] (SNAS: resource penalty).
+    fn extra_loss(&mut self) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    /// The architecture update of a single-level step, from the gradients of
+    /// the training loss (weights already clipped, not yet stepped).
+    fn after_weight_backward(&mut self, _grads: &mut GradStore) -> Result<()> {
+        Ok(())
+    }
+    /// Extra fields for the epoch's metrics record (temperature, resource statistics).
+    fn epoch_metrics(&self) -> Result<serde_json::Map<String, Value>> {
+        Ok(serde_json::Map::new())
+    }
+    /// Method settings that a checkpoint must match to be resumed (Null: none).
+    fn config_json(&self) -> Value {
+        Value::Null
+    }
 }
 
 /// Per-edge rows of an [edges × ops] matrix.
@@ -413,9 +456,15 @@ pub fn run_search(
     varmap: &VarMap,
     method: &mut dyn ArchMethod,
 ) -> Result<(SearchOutcome, SearchState)> {
-    cfg.validate()?;
+    let single_level = method.single_level();
+    cfg.validate_for(single_level)?;
     let device = Device::Cpu;
-    let (train_set, valid_set) = search_split(&data.train, cfg.train_portion);
+    let (train_set, valid_set) = if single_level && cfg.train_portion == 1.0 {
+        // SNAS's code: everything trains, the test set only monitors.
+        (data.train.clone(), data.test.clone())
+    } else {
+        search_split(&data.train, cfg.train_portion)
+    };
     if train_set.is_empty() || valid_set.is_empty() {
         bail!(
             "search: train_portion {} of {} images leaves an empty half; use more data or another portion",
@@ -442,11 +491,18 @@ pub fn run_search(
         buffers: &buffers,
     };
 
+    let mut config_json = cfg.to_json();
+    let method_config = method.config_json();
+    if !method_config.is_null() {
+        if let Some(obj) = config_json.as_object_mut() {
+            obj.insert("method".into(), method_config);
+        }
+    }
     let mut history = History::default();
     let resumed_from_epoch = match Checkpoint::load(work_dir, &device)? {
         None => 0,
         Some(ck) => {
-            check_resumable(&ck.meta, &cfg.to_json(), cfg.epochs, work_dir)?;
+            check_resumable(&ck.meta, &config_json, cfg.epochs, work_dir)?;
             restore_varmap(varmap, &ck.model, "search checkpoint")?;
             sgd.load_state(ck.optimizer("weights"))?;
             method.load_state(ck.optimizer("arch"))?;
@@ -474,6 +530,7 @@ pub fn run_search(
         let started = Instant::now();
         let lr = cfg.lr_at(epoch);
         sgd.set_lr(lr);
+        method.start_epoch(epoch)?;
         observer.epoch_start(epoch, cfg.epochs, steps);
         let advice = divergence_advice(epoch, work_dir, "lr / arch_lr (or grad_clip)");
 
@@ -493,8 +550,32 @@ pub fn run_search(
         .enumerate()
         {
             let (x, y) = batch?;
-            let (xv, yv) = random_batch(&valid_set, cfg.batch_size, &cfg.augment, &mut valid_rng)?;
             let n = y.dims1()?;
+            if single_level {
+                let (mix_n, mix_r) = method.mixing(true)?;
+                let logits = net.logits(&x, &mix_n, &mix_r, true)?;
+                let err = candle_nn::loss::cross_entropy(&logits, &y)?;
+                let loss_value = scalar(&err)?;
+                ensure_finite(loss_value, "search: training loss", epoch, step, &advice)?;
+                let loss = match method.extra_loss()? {
+                    Some(extra) => {
+                        let extra_value = scalar(&extra)?;
+                        ensure_finite(extra_value, "search: architecture loss", epoch, step, &advice)?;
+                        arch_m.add(extra_value, n);
+                        (err + extra)?
+                    }
+                    None => err,
+                };
+                let mut grads = loss.backward()?;
+                clip_grad_norm(&mut grads, &weights, cfg.grad_clip)?;
+                method.after_weight_backward(&mut grads)?;
+                sgd.step(&grads)?;
+                loss_m.add(loss_value, n);
+                acc_m.add(top1_percent(&logits, &y)?, n);
+                observer.step(step, loss_m.mean(), acc_m.mean());
+                continue;
+            }
+            let (xv, yv) = random_batch(&valid_set, cfg.batch_size, &cfg.augment, &mut valid_rng)?;
 
             let arch_loss = method.arch_step(
                 &netvars,
@@ -536,7 +617,7 @@ pub fn run_search(
         )?;
         ensure_finite(valid_loss, "search: validation loss", epoch, steps, &advice)?;
         let genotype = method.genotype()?;
-        let record = json!({
+        let mut record = json!({
             "epoch": epoch,
             "lr": lr,
             "train_loss": loss_m.mean(),
@@ -547,6 +628,9 @@ pub fn run_search(
             "genotype": genotype.to_darts_text(),
             "seconds": started.elapsed().as_secs_f64(),
         });
+        if let Some(obj) = record.as_object_mut() {
+            obj.extend(method.epoch_metrics()?);
+        }
         tracing::info!(
             epoch,
             lr,
@@ -570,7 +654,7 @@ pub fn run_search(
             .into_iter()
             .collect(),
             extra: Default::default(),
-            meta: json!({ "config": cfg.to_json(), "history": history }),
+            meta: json!({ "config": config_json, "history": history }),
         };
         ck.save(work_dir)?;
         observer.epoch_end(&record);
