@@ -3,7 +3,7 @@
 //! takes the stage's lock, runs the op into a private folder, moves every
 //! output into the store, and only then writes the record.
 
-use super::lock::Lock;
+use super::lock::SharedLock;
 use super::op::{DataRef, Registry, StageCtx};
 use super::rundir::{host, now};
 use super::store::{Record, Store};
@@ -30,6 +30,32 @@ pub struct Job {
     pub dir: PathBuf,
     pub log: PathBuf,
     pub show_progress: bool,
+    /// Set when the fingerprint could not be known at submit time (Slurm:
+    /// the parents had not run yet). `fingerprint`/`preimage` are then empty
+    /// and the job computes them from its parents' records when it starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<Deferred>,
+}
+
+/// What a job needs to plan itself on the compute node. The job's
+/// `preimage` already holds everything that does not depend on its parents
+/// (params, data and dependency digests, computed at submit time on the
+/// login node); its `inputs` and `device` are filled in when the job starts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Deferred {
+    /// Per input port, its sources in order.
+    pub inputs: BTreeMap<String, Vec<Source>>,
+    /// The op folds a matrix: the port's digests form a list.
+    pub folds: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Source {
+    /// The parent job's private folder (its result.json names its fingerprint).
+    pub job_dir: PathBuf,
+    pub output: String,
+    /// Where the input is laid out for the op (the parent's run-dir folder).
+    pub path: PathBuf,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -38,6 +64,9 @@ pub struct JobResult {
     pub status: String,
     #[serde(default)]
     pub error: Option<String>,
+    /// The fingerprint the job ran under (a deferred job learns it at run time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 pub fn lock_path(store: &Path, fingerprint: &str) -> PathBuf {
@@ -48,17 +77,75 @@ pub fn lock_path(store: &Path, fingerprint: &str) -> PathBuf {
 /// written to `result.json` beside the job.
 pub fn exec_stage(job_path: &Path, registry: &Registry) -> Result<()> {
     let text = std::fs::read_to_string(job_path).with_context(|| format!("cannot read job {}", job_path.display()))?;
-    let job: Job = serde_json::from_str(&text).with_context(|| format!("job file {} is not valid", job_path.display()))?;
-    let outcome = run_job(&job, registry);
+    let mut job: Job = serde_json::from_str(&text).with_context(|| format!("job file {} is not valid", job_path.display()))?;
+    let outcome = match job.deferred.take() {
+        Some(d) => plan_now(&mut job, &d).and_then(|()| run_job(&job, registry)),
+        None => run_job(&job, registry),
+    };
+    let fingerprint = (!job.fingerprint.is_empty()).then(|| job.fingerprint.clone());
     let result = match &outcome {
-        Ok(status) => JobResult { status: status.to_string(), error: None },
-        Err(e) => JobResult { status: "failed".into(), error: Some(format!("{e:#}")) },
+        Ok(status) => JobResult { status: status.to_string(), error: None, fingerprint },
+        Err(e) => JobResult { status: "failed".into(), error: Some(format!("{e:#}")), fingerprint },
     };
     if let Err(e) = &outcome {
         append_log(&job.log, &format!("error: {e:#}\n"));
     }
     atomic::write_json(&job.dir.join("result.json"), &result)?;
     outcome.map(|_| ())
+}
+
+/// Plan a deferred job: read each parent's fingerprint from its result,
+/// its outputs' digests from the store, lay the inputs out where the op
+/// expects them, and compute this stage's preimage and fingerprint exactly
+/// as the scheduler would have (so records are shared with local runs).
+fn plan_now(job: &mut Job, d: &Deferred) -> Result<()> {
+    let store = Store::open(&job.store)?;
+    let mut inputs = BTreeMap::new();
+    for (port, sources) in &d.inputs {
+        let mut digests = Vec::new();
+        for src in sources {
+            let rpath = src.job_dir.join("result.json");
+            let r: JobResult = std::fs::read(&rpath)
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .with_context(|| format!("input `{port}`: the upstream job left no result at {} (did it run?)", rpath.display()))?;
+            let fp = r.fingerprint.filter(|_| r.status != "failed").with_context(|| format!("input `{port}`: the upstream job failed ({})", rpath.display()))?;
+            let rec = store.record(&fp).with_context(|| format!("input `{port}`: no record {fp} in the store {}", job.store.display()))?;
+            let a = rec.outputs.get(&src.output).with_context(|| format!("input `{port}`: the upstream stage has no output `{}`", src.output))?;
+            materialize_once(&store, a, &src.path)?;
+            digests.push(Json::String(a.digest.clone()));
+        }
+        inputs.insert(port.clone(), if d.folds { Json::Array(digests) } else { digests.pop().unwrap_or(Json::Null) });
+    }
+    let mut pre = std::mem::take(&mut job.preimage);
+    let obj = pre.as_object_mut().context("the deferred job's preimage is not an object (job file damaged?)")?;
+    obj.insert("inputs".into(), serde_json::to_value(&inputs)?);
+    // The device class of the node the stage runs on, not the login node's.
+    obj.insert("device".into(), Json::String(super::fingerprint::device_class().to_string()));
+    job.fingerprint = super::fingerprint::fingerprint(&pre);
+    job.preimage = pre;
+    Ok(())
+}
+
+/// Lay an artifact out at `dest` unless it is there already. Built aside and
+/// renamed into place, so that a job reading `dest` while the scheduler (or a
+/// sibling job) lays out the same output never sees half of a folder.
+pub fn materialize_once(store: &Store, a: &super::store::Artifact, dest: &Path) -> Result<()> {
+    if dest.symlink_metadata().is_ok() {
+        return Ok(());
+    }
+    let name = dest.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    let tmp = dest.with_file_name(format!(".{name}.tmp-{}-{}", std::process::id(), atomic::unique()));
+    store.materialize(a, &tmp)?;
+    if std::fs::rename(&tmp, dest).is_err() {
+        // Someone else put it there first (a folder cannot be renamed over).
+        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_file(&tmp);
+        if dest.symlink_metadata().is_err() {
+            anyhow::bail!("cannot lay out {} in the run directory", dest.display());
+        }
+    }
+    Ok(())
 }
 
 fn append_log(path: &Path, text: &str) {
@@ -71,7 +158,8 @@ fn append_log(path: &Path, text: &str) {
 fn run_job(job: &Job, registry: &Registry) -> Result<&'static str> {
     let store = Store::open(&job.store)?;
     // One attempt at a time per fingerprint, across processes and runs.
-    let _lock = Lock::acquire(&lock_path(&job.store, &job.fingerprint))?;
+    // The shared lock also holds across nodes on NFS (owner file + heartbeat).
+    let _lock = SharedLock::acquire(&lock_path(&job.store, &job.fingerprint))?;
     if let Some(rec) = store.record(&job.fingerprint) {
         if rec.outputs.values().all(|a| store.verify(a).is_ok()) {
             return Ok("reused");

@@ -9,5 +9,6 @@ pub mod lock;
 pub mod op;
 pub mod rundir;
 pub mod scheduler;
+pub mod slurm;
 pub mod status;
 pub mod store;
