@@ -141,7 +141,9 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
 
     let n = dag.instances.len();
     let mut state: Vec<State> = (0..n).map(|_| State::Pending).collect();
-    let show_progress = opts.jobs == 1 && std::io::stderr().is_terminal() && !opts.quiet;
+    // Progress bars need the terminal to themselves: only a stage that starts
+    // while nothing else runs draws them (one stage's bars at a time).
+    let tty = std::io::stderr().is_terminal() && !opts.quiet;
     let exe = std::env::current_exe().context("cannot find the nasflow executable")?;
     let cpus_of = |i: usize| p.stages[dag.instances[i].stage].resources.cpus.unwrap_or(1).clamp(1, opts.jobs as u64) as usize;
     let mut busy = 0usize;
@@ -284,7 +286,7 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
                 store: std::fs::canonicalize(&opts.store_dir).unwrap_or(opts.store_dir.clone()),
                 dir: std::fs::canonicalize(&dir).unwrap_or(dir.clone()),
                 log: std::fs::canonicalize(&rd.path).unwrap_or(rd.path.clone()).join(&sr.log),
-                show_progress,
+                show_progress: tty && busy == 0,
                 deferred: None,
             };
             let job_path = dir.join("job.json");
