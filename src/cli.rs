@@ -29,6 +29,12 @@ struct PipelineArgs {
     params: Vec<String>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Executor {
+    Local,
+    Slurm,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run a pipeline: stale stages run, fresh ones are reused from the cache
@@ -44,6 +50,15 @@ enum Cmd {
         /// Print one JSON object with the run and its stages
         #[arg(long)]
         json: bool,
+        /// Where stages run: `local` (child processes) or `slurm` (one sbatch job per stale stage; see docs/slurm.md)
+        #[arg(long, value_enum, default_value = "local")]
+        executor: Executor,
+        /// Slurm partition for the jobs (--executor slurm)
+        #[arg(long)]
+        partition: Option<String>,
+        /// Slurm account to charge (--executor slurm)
+        #[arg(long)]
+        account: Option<String>,
     },
     /// Say per stage whether it is fresh, stale (and why) or never run
     Status {
@@ -184,7 +199,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 Err(_) => Ok(1),
             }
         }
-        Cmd::Run { pipeline, runs_dir, jobs, json } => {
+        Cmd::Run { pipeline, runs_dir, jobs, json, executor, partition, account } => {
             init_tracing(None);
             let p = match load(&pipeline) {
                 Ok(p) => p,
@@ -199,7 +214,10 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let _ = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
             let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
             let opts = RunOptions { store_dir: scheduler::store_dir(&runs_dir), runs_dir, jobs, overrides: pipeline.params.clone(), quiet: json, interrupted };
-            let rd = scheduler::run(&p, registry(), &opts)?;
+            let rd = match executor {
+                Executor::Local => scheduler::run(&p, registry(), &opts)?,
+                Executor::Slurm => crate::engine::slurm::run(&p, registry(), &opts, &crate::engine::slurm::SlurmOptions { partition, account })?,
+            };
             let (ran, reused, failed) = rd.info.counts();
             if json {
                 println!("{}", serde_json::to_string_pretty(&run_json(&rd.path, &rd.info))?);
@@ -229,14 +247,17 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 Err(code) => return Ok(code),
             };
             let states = crate::engine::status::status(&p, registry(), &runs_dir, &scheduler::store_dir(&runs_dir))?;
+            // Slurm job ids of a run of this pipeline still in flight.
+            let jobs = crate::engine::slurm::running_jobs(&runs_dir, &p.name);
             if json {
-                println!("{}", serde_json::to_string_pretty(&json!({"pipeline": p.name, "stages": states}))?);
+                println!("{}", serde_json::to_string_pretty(&json!({"pipeline": p.name, "stages": states, "slurm_jobs": jobs}))?);
             } else {
                 for s in &states {
+                    let job = jobs.get(&s.name).map(|j| format!("  [slurm job {j}]")).unwrap_or_default();
                     if s.reasons.is_empty() {
-                        println!("{}: {}", s.name, s.state);
+                        println!("{}: {}{job}", s.name, s.state);
                     } else {
-                        println!("{}: {}: {}", s.name, s.state, s.reasons.join("; "));
+                        println!("{}: {}: {}{job}", s.name, s.state, s.reasons.join("; "));
                     }
                 }
             }
@@ -276,6 +297,12 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 for (_, i) in &runs {
                     let (ran, reused, _) = i.counts();
                     println!("{:<32} {:<14} {:<20} {:>4} {:>6} {:<11} {}", i.id, i.pipeline, &i.started.get(..19).unwrap_or(&i.started).replace('T', " "), ran, reused, i.status, headline_text(i));
+                    if i.status == "running" {
+                        let jobs: Vec<String> = i.stages.iter().filter(|s| matches!(s.status, crate::engine::rundir::StageStatus::Pending | crate::engine::rundir::StageStatus::Running)).filter_map(|s| s.job.as_ref().map(|j| format!("{}={j}", s.name))).collect();
+                        if !jobs.is_empty() {
+                            println!("  slurm jobs: {}", jobs.join(" "));
+                        }
+                    }
                 }
             }
             Ok(0)
