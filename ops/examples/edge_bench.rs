@@ -114,7 +114,8 @@ fn main() -> Result<()> {
     let w1 = Var::from_tensor(&(randn(&[16, 16, 1, 1], &mut rng)? * 0.25)?)?;
     let vm = VarMap::new();
     let bn = BatchNorm::new(16, false, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
-    let comps: Vec<(&str, Box<dyn Fn(&Tensor) -> Result<Tensor>>)> = vec![
+    type Component<'a> = (&'a str, Box<dyn Fn(&Tensor) -> Result<Tensor> + 'a>);
+    let comps: Vec<Component> = vec![
         ("depthwise 3x3", Box::new(|x| depthwise_conv2d(x, w3.as_tensor(), 1, 1, 1))),
         ("depthwise 5x5", Box::new(|x| depthwise_conv2d(x, w5.as_tensor(), 1, 2, 1))),
         ("depthwise 3x3 dil 2", Box::new(|x| depthwise_conv2d(x, w3.as_tensor(), 1, 2, 2))),

@@ -57,6 +57,7 @@ pub struct FactorizedReduce {
 
 impl FactorizedReduce {
     pub fn new(c_in: usize, c_out: usize, affine: bool, vb: VarBuilder) -> Result<Self> {
+        #[allow(clippy::manual_is_multiple_of)] // is_multiple_of needs Rust 1.87; rust-version is 1.85
         if c_out % 2 != 0 {
             bail!("FactorizedReduce needs an even c_out, got {c_out}");
         }
