@@ -20,7 +20,7 @@
 //! statistics) are summed in a fixed order: results do not depend on the thread count.
 //!
 //! On other devices or dtypes every function falls back to a composition of candle's stock ops
-//! ([`reference`]), which is differentiable but slow.
+//! ([`mod@reference`]), which is differentiable but slow.
 //!
 //! # Speed notes
 //! Call [`tune_malloc`] once at program start (glibc): it avoids one mmap + page faults per

@@ -80,7 +80,7 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     window_reduce(&xp, kernel, stride, true)
 }
 
-/// Divisor map of a padded average pool: [1,1,Ho,Wo].
+/// Divisor per output position of a padded average pool (Ho*Wo, row-major).
 pub fn avg_divisor(h: usize, w: usize, kernel: usize, stride: usize, padding: usize, count_include_pad: bool) -> Vec<f32> {
     let ho = out_size(h, kernel, stride, padding, 1);
     let wo = out_size(w, kernel, stride, padding, 1);
@@ -150,7 +150,7 @@ pub fn conv1x1(x: &Tensor, w: &Tensor, stride: usize) -> Result<Tensor> {
     y.reshape((b, cout, h, wd))
 }
 
-/// Batch statistics per channel: (mean, biased var), each of shape [C].
+/// Batch statistics per channel: (mean, biased var), each of shape `[C]`.
 pub fn batch_stats(x: &Tensor) -> Result<(Tensor, Tensor)> {
     let (b, c, h, w) = x.dims4()?;
     let n = (b * h * w) as f64;
