@@ -7,6 +7,7 @@ pub mod cli;
 pub mod engine;
 mod genotype_cli;
 pub mod pipeline;
+pub mod report;
 pub mod stages;
 
 /// Allocator settings that matter on these machines (candle-notes.md): large
