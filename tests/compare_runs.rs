@@ -129,9 +129,9 @@ fn seeds_mean_std_and_op_frequency() {
     assert_eq!(v["n"], 3);
     assert!((v["mean"].as_f64().unwrap() - 52.0).abs() < 1e-9);
     assert!((v["std"].as_f64().unwrap() - 1.0).abs() < 1e-9, "sample std of 51, 52, 53 is 1");
-    // Best validation accuracy per seed over 2 epochs: 40 + seed, then 45 + seed.
+    // Best validation accuracy per seed over 2 epochs: 40 + seed, then a dip to 35 + seed.
     let b = stat("best_valid_acc");
-    assert!((b["mean"].as_f64().unwrap() - 47.0).abs() < 1e-9, "{b}");
+    assert!((b["mean"].as_f64().unwrap() - 42.0).abs() < 1e-9, "{b}");
     let first = &a.normal.nodes[0][0];
     let from = if first.input == 0 { "c_{k-2}" } else { "c_{k-1}" };
     let count = |op: &str| g["ops"].as_array().unwrap().iter().find(|o| o["cell"] == "normal" && o["node"] == "0" && o["from"] == from && o["op"] == op).map(|o| (o["count"].as_u64().unwrap(), o["of"].as_u64().unwrap()));
