@@ -112,6 +112,7 @@ fn main() -> Result<()> {
     let w3 = Var::from_tensor(&(randn(&[16, 1, 3, 3], &mut rng)? * 0.3)?)?;
     let w5 = Var::from_tensor(&(randn(&[16, 1, 5, 5], &mut rng)? * 0.2)?)?;
     let w1 = Var::from_tensor(&(randn(&[16, 16, 1, 1], &mut rng)? * 0.25)?)?;
+    let wd = Var::from_tensor(&(randn(&[16, 16, 3, 3], &mut rng)? * 0.1)?)?;
     let vm = VarMap::new();
     let bn = BatchNorm::new(16, false, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
     type Component<'a> = (&'a str, Box<dyn Fn(&Tensor) -> Result<Tensor> + 'a>);
@@ -120,6 +121,7 @@ fn main() -> Result<()> {
         ("depthwise 5x5", Box::new(|x| depthwise_conv2d(x, w5.as_tensor(), 1, 2, 1))),
         ("depthwise 3x3 dil 2", Box::new(|x| depthwise_conv2d(x, w3.as_tensor(), 1, 2, 2))),
         ("pointwise 1x1 16->16", Box::new(|x| conv2d(x, w1.as_tensor(), 1, 0))),
+        ("dense 3x3 16->16", Box::new(|x| conv2d(x, wd.as_tensor(), 1, 1))),
         ("BN train affine=False", Box::new(|x| bn.forward_t(x, true))),
         ("max-pool 3x3 s1 p1", Box::new(|x| max_pool2d(x, 3, 1, 1))),
         ("avg-pool 3x3 s1 p1", Box::new(|x| avg_pool2d(x, 3, 1, 1, false))),

@@ -26,9 +26,9 @@ pub fn relu_depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usi
 /// Dense conv2d without bias, NCHW f32, `w` is `[C_out, C_in, kh, kw]`.
 ///
 /// 1x1 convs without padding run as a subsample (for stride > 1) followed by one GEMM per
-/// sample (a custom op, CPU); any
-/// other kernel goes to candle's conv2d, with the stride-2 backward bug of candle avoided (see
-/// [`reference::conv2d_candle`]).
+/// sample; other square kernels as im2col + GEMM per sample (both custom ops on CPU/f32).
+/// Non-square kernels, and other devices, go to candle's conv2d with its stride-2 backward bug
+/// avoided (see [`reference::conv2d_candle`]).
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<Tensor> {
     let (_, cin, _, _) = x.dims4()?;
     let (_, wcin, kh, kw) = w.dims4()?;
@@ -38,6 +38,8 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize) -> Result<T
     if kh == 1 && kw == 1 && padding == 0 {
         let xs = crate::kernels::subsample(x, stride)?;
         crate::kernels::pointwise::conv1x1(&xs, w)
+    } else if kh == kw {
+        crate::kernels::dense::conv2d(x, w, stride, padding, 1)
     } else {
         reference::conv2d_candle(x, w, stride, padding)
     }

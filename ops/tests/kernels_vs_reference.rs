@@ -164,3 +164,37 @@ fn relu_and_conv1x1_match_reference() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn dense_conv_matches_reference() -> Result<()> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(13);
+    for &(b, cin, cout, h, w, k, s, p) in &[
+        (2usize, 3usize, 5usize, 9usize, 11usize, 3usize, 1usize, 1usize),
+        (20, 4, 6, 7, 6, 3, 2, 1),
+        (3, 2, 3, 8, 8, 5, 2, 2),
+        (2, 3, 4, 10, 9, 3, 3, 0),
+        (1, 1, 2, 5, 5, 2, 1, 0),
+    ] {
+        let x = rand_tensor(&mut rng, &[b, cin, h, w])?;
+        let wv = Var::from_tensor(&rand_tensor(&mut rng, &[cout, cin, k, k])?)?;
+        let what = format!("conv b{b} {cin}->{cout} {h}x{w} k{k} s{s} p{p}");
+        compare(&what, &x, &[&wv], |x| nasflow_ops::conv2d(x, wv.as_tensor(), s, p), |x| reference::conv2d_candle(x, wv.as_tensor(), s, p), &mut rng)?;
+    }
+    Ok(())
+}
+
+/// An input that is plain data (no Var behind it) gets no gradient; the weight grad is unchanged.
+#[test]
+fn conv_on_data_input_skips_grad_input() -> Result<()> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(14);
+    for k in [1usize, 3] {
+        let x = rand_tensor(&mut rng, &[4, 3, 8, 8])?;
+        let wv = Var::from_tensor(&rand_tensor(&mut rng, &[5, 3, k, k])?)?;
+        let a = rand_tensor(&mut rng, &[4, 5, 8, 8])?;
+        let g1 = (nasflow_ops::conv2d(&x, wv.as_tensor(), 1, k / 2)? * &a)?.sum_all()?.backward()?;
+        let g2 = (reference::conv2d_candle(&x, wv.as_tensor(), 1, k / 2)? * &a)?.sum_all()?.backward()?;
+        assert!(g1.get(&x).is_none());
+        assert!(max_diff(g1.get(wv.as_tensor()).unwrap(), g2.get(wv.as_tensor()).unwrap()) < 1e-3);
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 
 pub mod bn;
 pub mod common;
+pub mod dense;
 pub mod depthwise;
 pub mod pointwise;
 pub mod pool;

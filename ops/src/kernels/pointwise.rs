@@ -64,7 +64,7 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 /// dst[m x n] (row stride dst_rs) = (read_dst ? dst : 0) + lhs[m x k] * rhs[k x n], strided views.
 #[allow(clippy::too_many_arguments)]
 #[inline]
-fn mm(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, read_dst: bool, lhs: &[f32], lhs_rs: isize, lhs_cs: isize, rhs: &[f32], rhs_rs: isize, rhs_cs: isize) {
+pub(crate) fn mm(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, read_dst: bool, lhs: &[f32], lhs_rs: isize, lhs_cs: isize, rhs: &[f32], rhs_rs: isize, rhs_cs: isize) {
     // Bounds: every view lies inside its slice (checked by the callers' shapes).
     debug_assert!(dst.len() >= (m - 1) * dst_rs + n);
     unsafe {
@@ -94,7 +94,7 @@ fn mm(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, read_dst: bo
 
 /// Number of fixed batch groups for the weight gradient (deterministic summation order,
 /// independent of the thread count).
-const WGRAD_GROUPS: usize = 16;
+pub(crate) const WGRAD_GROUPS: usize = 16;
 
 /// (x [B,Cin,H,W], w [Cout,Cin,1,1]) -> y [B,Cout,H,W]; y_b = W x_b, one GEMM per sample.
 struct Conv1x1;
@@ -126,14 +126,17 @@ impl CustomOp2 for Conv1x1 {
         let hw = h * wd;
         let groups = WGRAD_GROUPS.min(b);
         let per = b.div_ceil(groups);
+        let need_x = x.track_op();
         let (gx, gw) = with_slice(x, |xs| {
             with_slice(grad, |gs| {
                 with_slice(w, |wt| {
-                    // grad x_b = W^T g_b
-                    let mut gx = vec![0f32; b * cin * hw];
-                    gx.par_chunks_mut(cin * hw).enumerate().for_each(|(i, o)| {
-                        mm(cin, hw, cout, o, hw, false, wt, 1, cin as isize, &gs[i * cout * hw..(i + 1) * cout * hw], hw as isize, 1);
-                    });
+                    // grad x_b = W^T g_b (skipped when x needs no gradient)
+                    let mut gx = vec![0f32; if need_x { b * cin * hw } else { 0 }];
+                    if need_x {
+                        gx.par_chunks_mut(cin * hw).enumerate().for_each(|(i, o)| {
+                            mm(cin, hw, cout, o, hw, false, wt, 1, cin as isize, &gs[i * cout * hw..(i + 1) * cout * hw], hw as isize, 1);
+                        });
+                    }
                     // grad W = sum_b g_b x_b^T, in fixed batch groups
                     let mut part = vec![0f32; groups * cout * cin];
                     part.par_chunks_mut(cout * cin).enumerate().for_each(|(gi, acc)| {
@@ -153,7 +156,8 @@ impl CustomOp2 for Conv1x1 {
             })
         })?;
         let dev = Device::Cpu;
-        Ok((Some(Tensor::from_vec(gx, (b, cin, h, wd), &dev)?), Some(Tensor::from_vec(gw, (cout, cin, 1, 1), &dev)?)))
+        let gx = if need_x { Some(Tensor::from_vec(gx, (b, cin, h, wd), &dev)?) } else { None };
+        Ok((gx, Some(Tensor::from_vec(gw, (cout, cin, 1, 1), &dev)?)))
     }
 }
 

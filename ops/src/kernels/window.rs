@@ -32,16 +32,16 @@ impl PGeo {
         Self { h, w, k, s, p, d, ho: out_size(h, k, s, p, d), wo: out_size(w, k, s, p, d), wq, pq: (hq + 2) * wq + k * d + 8 }
     }
     #[inline(always)]
-    fn phased_len(&self) -> usize {
+    pub fn phased_len(&self) -> usize {
         self.s * self.s * self.pq
     }
     #[inline(always)]
-    fn wide_len(&self) -> usize {
+    pub fn wide_len(&self) -> usize {
         self.ho * self.wq
     }
     /// Start of the wide window of tap (kh, kw) in the phased buffer.
     #[inline(always)]
-    fn tap(&self, kh: usize, kw: usize) -> usize {
+    pub fn tap(&self, kh: usize, kw: usize) -> usize {
         let (a, b, s) = (kh * self.d, kw * self.d, self.s);
         ((a % s) * s + b % s) * self.pq + (a / s) * self.wq + b / s
     }
@@ -64,7 +64,7 @@ pub struct Scratch {
 
 /// Copies a plane into the padded polyphase layout, applying ReLU on the way when `relu`.
 #[inline(always)]
-fn build_phases(g: &PGeo, x: &[f32], pad: f32, relu: bool, buf: &mut Vec<f32>) {
+pub fn build_phases(g: &PGeo, x: &[f32], pad: f32, relu: bool, buf: &mut Vec<f32>) {
     buf.clear();
     buf.resize(g.phased_len(), pad);
     let (w, p) = (g.w, g.p);
@@ -92,7 +92,7 @@ fn build_phases(g: &PGeo, x: &[f32], pad: f32, relu: bool, buf: &mut Vec<f32>) {
 
 /// Copies phased position (ih + p, iw + p) back to the plain plane.
 #[inline(always)]
-fn gather(g: &PGeo, buf: &[f32], out: &mut [f32]) {
+pub fn gather(g: &PGeo, buf: &[f32], out: &mut [f32]) {
     let (w, p) = (g.w, g.p);
     if g.s == 1 {
         for ih in 0..g.h {
@@ -110,7 +110,7 @@ fn gather(g: &PGeo, buf: &[f32], out: &mut [f32]) {
 
 /// Wide copy of an output-shaped plane (scratch columns zeroed), optionally times `scale`.
 #[inline(always)]
-fn build_wide(g: &PGeo, x: &[f32], scale: Option<&[f32]>, buf: &mut Vec<f32>) {
+pub fn build_wide(g: &PGeo, x: &[f32], scale: Option<&[f32]>, buf: &mut Vec<f32>) {
     buf.clear();
     buf.resize(g.wide_len(), 0.0);
     for oh in 0..g.ho {
@@ -128,7 +128,7 @@ fn build_wide(g: &PGeo, x: &[f32], scale: Option<&[f32]>, buf: &mut Vec<f32>) {
 }
 
 #[inline(always)]
-fn compact(g: &PGeo, wide: &[f32], out: &mut [f32]) {
+pub fn compact(g: &PGeo, wide: &[f32], out: &mut [f32]) {
     for oh in 0..g.ho {
         out[oh * g.wo..(oh + 1) * g.wo].copy_from_slice(&wide[oh * g.wq..oh * g.wq + g.wo]);
     }
