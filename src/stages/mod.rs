@@ -7,6 +7,7 @@ pub mod darts;
 pub mod genotype;
 mod progress;
 pub mod shell;
+pub mod snas;
 pub mod train;
 pub mod visualize;
 
@@ -20,6 +21,7 @@ pub fn registry() -> &'static Registry {
         r.add(shell::spec());
         r.add(aggregate::spec());
         r.add(darts::spec());
+        r.add(snas::spec());
         r.add(genotype::spec());
         r.add(train::train_spec());
         r.add(train::evaluate_spec());
