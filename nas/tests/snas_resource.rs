@@ -155,6 +155,7 @@ fn reparametrization_gradient_matches_finite_differences() {
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)]
 fn discrete_gradient_matches_finite_differences() {
     let model = tiny_model();
     let alphas = log_alphas();

@@ -60,6 +60,7 @@ struct EvalCell {
 }
 
 impl EvalCell {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         genotype_cell: &Cell,
         c_pp: usize,

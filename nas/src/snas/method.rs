@@ -65,7 +65,7 @@ impl SnasSettings {
         if !(0.0..1.0).contains(&self.drop_path_prob) {
             bail!("snas: drop_path_prob must be in [0, 1), got {}", self.drop_path_prob);
         }
-        if !(self.arch_grad_clip > 0.0) {
+        if self.arch_grad_clip.is_nan() || self.arch_grad_clip <= 0.0 {
             bail!("snas: arch_grad_clip must be positive, got {}", self.arch_grad_clip);
         }
         if !(self.resource.lambda >= 0.0 && self.resource.lambda.is_finite()) {
