@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
-use nasflow_nas::darts::model::{EvalNetConfig, EvalNetwork};
+use nasflow_nas::darts::model::{EvalNetConfig, EvalNetwork, EvalOptions};
 use nasflow_nas::genotype::{builtin, builtin_names, Cell, Genotype};
 use nasflow_nas::params::count_params;
 use serde_json::json;
@@ -24,14 +24,16 @@ pub fn run(args: Args) -> Result<i32> {
         }
         Args::Show { genotype, layers, init_channels, in_channels, classes, json } => {
             let g = load(&genotype)?;
-            let (params, aux) = count(&g, layers, init_channels, in_channels, classes)?;
+            // SNAS retrains with an affine BN after every pool (spec §3.1).
+            let pool_bn = genotype.to_ascii_uppercase().starts_with("SNAS_") && builtin(&genotype).is_some();
+            let (params, aux) = count(&g, layers, init_channels, in_channels, classes, pool_bn)?;
             if json {
                 let v = json!({
                     "name": genotype,
                     "genotype": serde_json::from_str::<serde_json::Value>(&g.to_json())?,
                     "darts_text": g.to_darts_text(),
                     "layers": layers, "init_channels": init_channels,
-                    "params": params, "params_auxiliary": aux,
+                    "params": params, "params_auxiliary": aux, "pool_bn": pool_bn,
                 });
                 println!("{}", serde_json::to_string_pretty(&v)?);
                 return Ok(0);
@@ -40,7 +42,8 @@ pub fn run(args: Args) -> Result<i32> {
             print_cell("normal", &g.normal);
             print_cell("reduce", &g.reduce);
             println!("{}\n", g.to_darts_text());
-            println!("parameters (L={layers}, C={init_channels}): {params} ({:.3} M); auxiliary head: {aux}", params as f64 / 1e6);
+            let note = if pool_bn { ", with SNAS's affine BN after pools" } else { "" };
+            println!("parameters (L={layers}, C={init_channels}{note}): {params} ({:.3} M); auxiliary head: {aux}", params as f64 / 1e6);
             Ok(0)
         }
     }
@@ -78,11 +81,11 @@ fn print_cell(name: &str, c: &Cell) {
 }
 
 /// Trainable parameters of the evaluation network (auxiliary head apart).
-fn count(g: &Genotype, layers: usize, init_channels: usize, in_channels: usize, classes: usize) -> Result<(usize, usize)> {
+fn count(g: &Genotype, layers: usize, init_channels: usize, in_channels: usize, classes: usize, pool_bn_affine: bool) -> Result<(usize, usize)> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
     let cfg = EvalNetConfig { in_channels, num_classes: classes, init_channels, layers, auxiliary: true, stem_multiplier: 3 };
-    EvalNetwork::new(&cfg, g, vb)?;
+    EvalNetwork::new_with(&cfg, g, &EvalOptions { pool_bn_affine }, vb)?;
     let main = count_params(&varmap, Some("auxiliary"));
     let all = count_params(&varmap, None);
     Ok((main, all - main))

@@ -36,6 +36,7 @@ pub fn train_spec() -> OpSpec {
             param("seed", ParamType::Int, json!(d.seed), "seed of every random draw"),
             param("steps_per_epoch", ParamType::Int, json!(0), "cap on training steps per epoch (0: all)"),
             param("eval_batch_size", ParamType::Int, json!(d.eval_batch_size), "batch size of test passes"),
+            param("pool_bn", ParamType::Bool, json!(d.pool_bn_affine), "an affine BN after every pool (SNAS's retrain ops; DARTS has none)"),
         ],
         inputs: Ports::Fixed(vec![port("genotype", "", "(optional) a genotype (folder with genotype.json, or a file)")]),
         outputs: Ports::Fixed(vec![
@@ -68,6 +69,7 @@ fn config(ctx: &StageCtx) -> Result<TrainConfig> {
         seed: ctx.int("seed")? as u64,
         steps_per_epoch: opt(ctx.usize("steps_per_epoch")?),
         eval_batch_size: ctx.usize("eval_batch_size")?,
+        pool_bn_affine: ctx.bool("pool_bn")?,
     })
 }
 
@@ -81,7 +83,7 @@ fn run_train(ctx: &StageCtx) -> Result<()> {
     std::fs::create_dir_all(&model)?;
     std::fs::copy(&outcome.weights_path, model.join("weights.safetensors")).context("copying the trained weights")?;
     write_genotype(&model, &genotype)?;
-    atomic::write_json(&model.join("config.json"), &json!({"init_channels": cfg.init_channels, "layers": cfg.layers, "auxiliary": cfg.auxiliary}))?;
+    atomic::write_json(&model.join("config.json"), &json!({"init_channels": cfg.init_channels, "layers": cfg.layers, "auxiliary": cfg.auxiliary, "pool_bn": cfg.pool_bn_affine}))?;
     write_jsonl(&ctx.out_dir.join("metrics.jsonl"), &outcome.metrics)?;
     atomic::write_json(&ctx.out_dir.join("metrics.json"), &outcome.final_metrics)
 }
@@ -110,6 +112,7 @@ fn run_evaluate(ctx: &StageCtx) -> Result<()> {
         init_channels: get("init_channels")?,
         layers: get("layers")?,
         auxiliary: conf.get("auxiliary").and_then(|v| v.as_bool()).unwrap_or(false),
+        pool_bn_affine: conf.get("pool_bn").and_then(|v| v.as_bool()).unwrap_or(false),
         eval_batch_size: ctx.usize("eval_batch_size")?,
         ..TrainConfig::default()
     };

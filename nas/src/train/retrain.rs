@@ -14,7 +14,7 @@ use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use serde_json::{json, Value};
 
-use crate::darts::model::{EvalNetConfig, EvalNetwork};
+use crate::darts::model::{EvalNetConfig, EvalNetwork, EvalOptions};
 use crate::darts::search::{augment_json, check_resumable};
 use crate::data::{batches, Augment, DataSplits, Dataset};
 use crate::genotype::Genotype;
@@ -50,6 +50,8 @@ pub struct TrainConfig {
     /// Cap on training steps per epoch, for quick runs.
     pub steps_per_epoch: Option<usize>,
     pub eval_batch_size: usize,
+    /// SNAS's retrain ops: an affine BN after every pool (DARTS: none).
+    pub pool_bn_affine: bool,
 }
 
 impl Default for TrainConfig {
@@ -76,6 +78,7 @@ impl Default for TrainConfig {
             seed: 0,
             steps_per_epoch: None,
             eval_batch_size: 96,
+            pool_bn_affine: false,
         }
     }
 }
@@ -101,7 +104,7 @@ impl TrainConfig {
             "auxiliary": self.auxiliary, "auxiliary_weight": self.auxiliary_weight,
             "drop_path_prob": self.drop_path_prob, "augment": augment_json(&self.augment),
             "seed": self.seed, "steps_per_epoch": self.steps_per_epoch,
-            "eval_batch_size": self.eval_batch_size,
+            "eval_batch_size": self.eval_batch_size, "pool_bn_affine": self.pool_bn_affine,
         })
     }
 
@@ -116,6 +119,10 @@ impl TrainConfig {
             );
         }
         Ok(())
+    }
+
+    fn eval_options(&self) -> EvalOptions {
+        EvalOptions { pool_bn_affine: self.pool_bn_affine }
     }
 
     fn net_config(&self, ds: &Dataset) -> EvalNetConfig {
@@ -177,7 +184,7 @@ pub fn train(
     let device = Device::Cpu;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let net = EvalNetwork::new(&cfg.net_config(&data.train), genotype, vb)
+    let net = EvalNetwork::new_with(&cfg.net_config(&data.train), genotype, &cfg.eval_options(), vb)
         .context("building the evaluation network")?;
     nasflow_ops::init_pytorch_default(&varmap, &mut rng_for(cfg.seed, STREAM_WEIGHT_INIT))?;
     let weights = crate::params::trainable_vars(&varmap);
@@ -316,7 +323,7 @@ pub fn evaluate(
     let device = Device::Cpu;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let net = EvalNetwork::new(&cfg.net_config(test), genotype, vb)
+    let net = EvalNetwork::new_with(&cfg.net_config(test), genotype, &cfg.eval_options(), vb)
         .context("building the evaluation network")?;
     let values = candle_core::safetensors::load(weights_path, &device)
         .with_context(|| format!("reading weights {}", weights_path.display()))?;
