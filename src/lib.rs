@@ -9,14 +9,3 @@ mod genotype_cli;
 pub mod pipeline;
 pub mod report;
 pub mod stages;
-
-/// Allocator settings that matter on these machines (candle-notes.md): large
-/// blocks straight from mmap with no trimming, so training steps do not
-/// thrash brk and page faults. Set by nasflow itself, not left to the user.
-pub fn tune_allocator() {
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
-    }
-}
