@@ -165,7 +165,7 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
                 (true, Some(r)) if r.status != "failed" => match store.record(&fp) {
                     Some(rec) => {
                         sr.status = if r.status == "reused" { StageStatus::Reused } else { StageStatus::Ran };
-                        finish(&store, &rd, i, &rec.outputs, &dag)?;
+                        finish(&store, &rd, i, &rec.outputs)?;
                         let sr = &mut rd.info.stages[i];
                         sr.outputs = rec.outputs.clone();
                         sr.metrics = headline(&store, &rec.outputs);
@@ -250,7 +250,7 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
                         sr.start = Some(rec.started.clone());
                         sr.end = Some(rec.ended.clone());
                         say(format!("  reused  {}", sr.name));
-                        finish(&store, &rd, i, &rec.outputs, &dag)?;
+                        finish(&store, &rd, i, &rec.outputs)?;
                         state[i] = State::Done(rec.outputs);
                         progressed = true;
                         continue;
@@ -419,8 +419,7 @@ fn spawn_stage(exe: &Path, job: &Path, quiet: bool) -> Result<Child> {
 }
 
 /// Lay a finished stage's outputs out in the run directory.
-pub(crate) fn finish(store: &Store, rd: &RunDir, i: usize, outputs: &BTreeMap<String, Artifact>, dag: &Dag) -> Result<()> {
-    let _ = (i, dag);
+pub(crate) fn finish(store: &Store, rd: &RunDir, i: usize, outputs: &BTreeMap<String, Artifact>) -> Result<()> {
     let inst = &rd.info.stages[i];
     let dir = rd.stage_dir(&inst.name);
     std::fs::create_dir_all(&dir)?;

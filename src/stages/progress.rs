@@ -8,11 +8,15 @@ pub struct StageProgress {
     stage: String,
     show: bool,
     bar: Option<ProgressBar>,
+    /// Epoch records as they happen (`logs/<stage>.metrics.jsonl` in the run
+    /// directory), so a long run can be followed before its stage finishes.
+    live: Option<std::path::PathBuf>,
 }
 
 impl StageProgress {
-    pub fn new(stage: &str, show: bool) -> StageProgress {
-        StageProgress { stage: stage.to_string(), show, bar: None }
+    pub fn new(ctx: &crate::engine::op::StageCtx) -> StageProgress {
+        let live = ctx.log_path.with_extension("metrics.jsonl");
+        StageProgress { stage: ctx.stage.clone(), show: ctx.show_progress, bar: None, live: Some(live) }
     }
 }
 
@@ -46,6 +50,12 @@ impl Observer for StageProgress {
         for k in ["train_loss", "train_acc", "valid_acc", "test_acc", "seconds"] {
             if let Some(v) = get(k) {
                 parts.push(format!("{k} {v:.3}"));
+            }
+        }
+        if let Some(path) = &self.live {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                let _ = writeln!(f, "{record}");
             }
         }
         let epoch = record.get("epoch").and_then(|v| v.as_u64()).unwrap_or(0);

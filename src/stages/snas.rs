@@ -123,7 +123,7 @@ pub fn config(ctx: &StageCtx) -> Result<SnasConfig> {
 fn run(ctx: &StageCtx) -> Result<()> {
     let cfg = config(ctx)?;
     let data = load_data(ctx)?;
-    let mut progress = StageProgress::new(&ctx.stage, ctx.show_progress);
+    let mut progress = StageProgress::new(ctx);
     let (outcome, state) = search(&cfg, &data, &ctx.work_dir, &mut progress)?;
     let out = &ctx.out_dir;
     write_npy(&out.join("alphas/normal.npy"), &outcome.alphas_normal)?;

@@ -77,7 +77,7 @@ fn run_train(ctx: &StageCtx) -> Result<()> {
     let cfg = config(ctx)?;
     let genotype = genotype_from(ctx)?;
     let data = load_data(ctx)?;
-    let mut progress = StageProgress::new(&ctx.stage, ctx.show_progress);
+    let mut progress = StageProgress::new(ctx);
     let outcome = train(&cfg, &genotype, &data, &ctx.work_dir, &mut progress)?;
     let model = ctx.out_dir.join("model");
     std::fs::create_dir_all(&model)?;
