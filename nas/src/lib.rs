@@ -3,6 +3,7 @@
 //! the `nasflow` crate call into it with plain config structs and folders.
 
 pub mod data;
+pub mod bayesnas;
 pub mod darts;
 pub mod genotype;
 pub mod params;

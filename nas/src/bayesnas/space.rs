@@ -1,0 +1,140 @@
+//! Search spaces as data: which edges a cell has (input state → node), which
+//! candidate ops sit on each, and the stride rule. DARTS's 14-edge DAG and
+//! BayesNAS's fixed 8-edge cells (spec §6.1) are two values of one trait, so
+//! derivation, artifacts and drawings read the topology from here rather
+//! than hard-coding it.
+//!
+//! States are numbered as in genotypes: 0 = c_{k-2}, 1 = c_{k-1}, 2 + i =
+//! intermediate node i.
+
+use crate::genotype::{BAYESNAS_OPS, DARTS_PRIMITIVES};
+
+/// One edge of a cell: `op(state[input])` flows into node `node`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgeSpec {
+    /// The name artifacts use (BayesNAS: `in0_0`, ..., `sel_0_3`; DARTS: `e{k}`).
+    pub name: String,
+    pub input: usize,
+    pub node: usize,
+}
+
+pub trait SearchSpace {
+    fn name(&self) -> &'static str;
+    /// Candidate ops of every edge, in column order.
+    fn ops(&self) -> &'static [&'static str];
+    /// Intermediate nodes per cell (all concatenated into the output).
+    fn nodes(&self) -> usize;
+    /// The edges of a normal (`reduction == false`) or reduction cell.
+    fn edges(&self, reduction: bool) -> Vec<EdgeSpec>;
+    /// Ops reading a cell input of a reduction cell halve the resolution.
+    fn stride(&self, reduction: bool, input: usize) -> usize {
+        if reduction && input < 2 {
+            2
+        } else {
+            1
+        }
+    }
+}
+
+/// DARTS (and SNAS): node i reads every earlier state, 14 edges, 8 ops.
+pub struct DartsSpace;
+
+impl SearchSpace for DartsSpace {
+    fn name(&self) -> &'static str {
+        "darts"
+    }
+    fn ops(&self) -> &'static [&'static str] {
+        &DARTS_PRIMITIVES
+    }
+    fn nodes(&self) -> usize {
+        4
+    }
+    fn edges(&self, _reduction: bool) -> Vec<EdgeSpec> {
+        let mut out = Vec::new();
+        for node in 0..4 {
+            for input in 0..node + 2 {
+                out.push(EdgeSpec { name: format!("e{}", out.len()), input, node });
+            }
+        }
+        out
+    }
+}
+
+/// BayesNAS (spec §4.2): 8 fixed edges, 7 ops, no `none`.
+///
+/// BayesNAS names the preprocessed c_{k-1} `x_in0` (state 1) and c_{k-2}
+/// `x_in1` (state 0); `sel_0_m` carries node 0 into node m. `in1_3` reads
+/// c_{k-2} as the Hessian pass and every released cell intend (the
+/// reference search forward feeds it c_{k-1}, a defect, spec §9).
+pub struct BayesNasSpace;
+
+/// Edge names in artifact order (the reference pickles' keys).
+pub const NORMAL_EDGES: [&str; 8] = ["in0_0", "in0_1", "in0_2", "in1_0", "in1_1", "in1_2", "in1_3", "sel_0_3"];
+pub const REDUCE_EDGES: [&str; 8] = ["in0_0", "in1_0", "in1_1", "in1_2", "in1_3", "sel_0_1", "sel_0_2", "sel_0_3"];
+
+/// Switch names: the edge ("origin") switch first, then one per op.
+pub const SWITCHES: [&str; 8] = [
+    "switch_all",
+    "switch_sep_3",
+    "switch_sep_5",
+    "switch_dil_3",
+    "switch_dil_5",
+    "switch_max_pool",
+    "switch_avg_pool",
+    "switch_ident",
+];
+
+/// (input state, node) of a BayesNAS edge name.
+fn bayesnas_edge(name: &str) -> (usize, usize) {
+    let node = name.as_bytes()[name.len() - 1] - b'0';
+    let input = if name.starts_with("in0") {
+        1
+    } else if name.starts_with("in1") {
+        0
+    } else {
+        2 // sel_0_m: from node 0
+    };
+    (input, node as usize)
+}
+
+impl SearchSpace for BayesNasSpace {
+    fn name(&self) -> &'static str {
+        "bayesnas"
+    }
+    fn ops(&self) -> &'static [&'static str] {
+        &BAYESNAS_OPS
+    }
+    fn nodes(&self) -> usize {
+        4
+    }
+    fn edges(&self, reduction: bool) -> Vec<EdgeSpec> {
+        let names = if reduction { REDUCE_EDGES } else { NORMAL_EDGES };
+        names
+            .iter()
+            .map(|n| {
+                let (input, node) = bayesnas_edge(n);
+                EdgeSpec { name: n.to_string(), input, node }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topologies_match_spec() {
+        let darts = DartsSpace.edges(false);
+        assert_eq!(darts.len(), crate::darts::model_search::edges_for_steps(4));
+        let n: Vec<(usize, usize)> = BayesNasSpace.edges(false).iter().map(|e| (e.input, e.node)).collect();
+        // n0..n2 <- {c_{k-1}, c_{k-2}}, n3 <- {c_{k-2}, n0}
+        assert_eq!(n, vec![(1, 0), (1, 1), (1, 2), (0, 0), (0, 1), (0, 2), (0, 3), (2, 3)]);
+        let r: Vec<(usize, usize)> = BayesNasSpace.edges(true).iter().map(|e| (e.input, e.node)).collect();
+        // n0 <- both inputs, n1..n3 <- {c_{k-2}, n0}
+        assert_eq!(r, vec![(1, 0), (0, 0), (0, 1), (0, 2), (0, 3), (2, 1), (2, 2), (2, 3)]);
+        assert_eq!(BayesNasSpace.stride(true, 0), 2);
+        assert_eq!(BayesNasSpace.stride(true, 2), 1);
+        assert_eq!(BayesNasSpace.stride(false, 1), 1);
+    }
+}
