@@ -29,6 +29,47 @@ use crate::train::Observer;
 /// Var-name prefix of the auxiliary head (left out of the parameter count).
 pub const AUX_PREFIX: &str = "auxiliary";
 
+/// Which evaluation network a genotype builds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NetworkKind {
+    /// DARTS `NetworkCIFAR` (DARTS/SNAS ops, drop path, auxiliary head).
+    #[default]
+    Darts,
+    /// The BayesNAS network (its own ops, channel dropout, no auxiliary
+    /// head): `drop_path_prob` is then the final dropout2d probability.
+    BayesNas,
+}
+
+/// The network being trained (one of the two families).
+enum Net {
+    Darts(EvalNetwork),
+    BayesNas(crate::bayesnas::network::BayesNasNetwork),
+}
+
+impl Net {
+    fn new(cfg: &TrainConfig, ds: &Dataset, genotype: &Genotype, vb: VarBuilder) -> Result<Net> {
+        Ok(match cfg.network {
+            NetworkKind::Darts => Net::Darts(EvalNetwork::new_with(&cfg.net_config(ds), genotype, &cfg.eval_options(), vb)?),
+            NetworkKind::BayesNas => {
+                let c = crate::bayesnas::network::BayesNetConfig {
+                    in_channels: ds.channels,
+                    num_classes: ds.num_classes,
+                    init_channels: cfg.init_channels,
+                    layers: cfg.layers,
+                };
+                Net::BayesNas(crate::bayesnas::network::BayesNasNetwork::new(&c, genotype, vb)?)
+            }
+        })
+    }
+
+    fn forward_t(&self, x: &candle_core::Tensor, train: bool, p: f32, rng: &mut Rng) -> candle_core::Result<(candle_core::Tensor, Option<candle_core::Tensor>)> {
+        match self {
+            Net::Darts(n) => n.forward_t(x, train, p, rng),
+            Net::BayesNas(n) => Ok((n.forward_t(x, train, p, rng)?, None)),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
     pub init_channels: usize,
@@ -52,6 +93,7 @@ pub struct TrainConfig {
     pub eval_batch_size: usize,
     /// SNAS's retrain ops: an affine BN after every pool (DARTS: none).
     pub pool_bn_affine: bool,
+    pub network: NetworkKind,
 }
 
 impl Default for TrainConfig {
@@ -79,6 +121,7 @@ impl Default for TrainConfig {
             steps_per_epoch: None,
             eval_batch_size: 96,
             pool_bn_affine: false,
+            network: NetworkKind::Darts,
         }
     }
 }
@@ -97,7 +140,7 @@ impl TrainConfig {
     }
 
     pub fn to_json(&self) -> Value {
-        json!({
+        let mut v = json!({
             "init_channels": self.init_channels, "layers": self.layers, "epochs": self.epochs,
             "batch_size": self.batch_size, "lr": self.lr, "lr_min": self.lr_min,
             "momentum": self.momentum, "weight_decay": self.weight_decay, "grad_clip": self.grad_clip,
@@ -105,7 +148,12 @@ impl TrainConfig {
             "drop_path_prob": self.drop_path_prob, "augment": augment_json(&self.augment),
             "seed": self.seed, "steps_per_epoch": self.steps_per_epoch,
             "eval_batch_size": self.eval_batch_size, "pool_bn_affine": self.pool_bn_affine,
-        })
+        });
+        // only when not DARTS, so checkpoints written before this field still resume
+        if self.network == NetworkKind::BayesNas {
+            v["network"] = json!("bayesnas");
+        }
+        v
     }
 
     fn validate(&self) -> Result<()> {
@@ -117,6 +165,9 @@ impl TrainConfig {
                 "train: drop_path_prob must be in [0, 1), got {}",
                 self.drop_path_prob
             );
+        }
+        if self.network == NetworkKind::BayesNas && self.auxiliary {
+            bail!("train: the BayesNAS network has no auxiliary head; set `auxiliary: false`");
         }
         Ok(())
     }
@@ -184,7 +235,7 @@ pub fn train(
     let device = Device::Cpu;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let net = EvalNetwork::new_with(&cfg.net_config(&data.train), genotype, &cfg.eval_options(), vb)
+    let net = Net::new(cfg, &data.train, genotype, vb)
         .context("building the evaluation network")?;
     nasflow_ops::init_pytorch_default(&varmap, &mut rng_for(cfg.seed, STREAM_WEIGHT_INIT))?;
     let weights = crate::params::trainable_vars(&varmap);
@@ -323,7 +374,7 @@ pub fn evaluate(
     let device = Device::Cpu;
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let net = EvalNetwork::new_with(&cfg.net_config(test), genotype, &cfg.eval_options(), vb)
+    let net = Net::new(cfg, test, genotype, vb)
         .context("building the evaluation network")?;
     let values = candle_core::safetensors::load(weights_path, &device)
         .with_context(|| format!("reading weights {}", weights_path.display()))?;
@@ -343,7 +394,7 @@ pub fn evaluate(
 }
 
 /// Mean loss and top-1 accuracy (percent) over a data set in eval mode.
-fn infer(net: &EvalNetwork, ds: &Dataset, batch_size: usize, seed: u64) -> Result<(f64, f64)> {
+fn infer(net: &Net, ds: &Dataset, batch_size: usize, seed: u64) -> Result<(f64, f64)> {
     // Neither batching without shuffle nor an eval forward draws from it.
     let (mut batch_rng, mut drop_rng) = (rng_for(seed, STREAM_EVAL), rng_for(seed, STREAM_EVAL));
     let (mut loss_m, mut acc_m) = (Meter::default(), Meter::default());
