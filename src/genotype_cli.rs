@@ -84,6 +84,12 @@ fn print_cell(name: &str, c: &Cell) {
 fn count(g: &Genotype, layers: usize, init_channels: usize, in_channels: usize, classes: usize, pool_bn_affine: bool) -> Result<(usize, usize)> {
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    if nasflow_nas::bayesnas::network::is_bayesnas_genotype(g) {
+        // BayesNAS ops build the BayesNAS network (no auxiliary head)
+        let cfg = nasflow_nas::bayesnas::network::BayesNetConfig { in_channels, num_classes: classes, init_channels, layers };
+        nasflow_nas::bayesnas::network::BayesNasNetwork::new(&cfg, g, vb)?;
+        return Ok((count_params(&varmap, None), 0));
+    }
     let cfg = EvalNetConfig { in_channels, num_classes: classes, init_channels, layers, auxiliary: true, stem_multiplier: 3 };
     EvalNetwork::new_with(&cfg, g, &EvalOptions { pool_bn_affine }, vb)?;
     let main = count_params(&varmap, Some("auxiliary"));

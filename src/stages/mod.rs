@@ -2,6 +2,7 @@
 //! and the code that does the work.
 
 pub mod aggregate;
+pub mod bayesnas;
 mod common;
 pub mod darts;
 pub mod genotype;
@@ -23,6 +24,7 @@ pub fn registry() -> &'static Registry {
         r.add(darts::spec());
         r.add(snas::spec());
         r.add(genotype::spec());
+        r.add(bayesnas::search_spec()); r.add(bayesnas::derive_spec());
         r.add(train::train_spec());
         r.add(train::evaluate_spec());
         r.add(visualize::spec());

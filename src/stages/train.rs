@@ -7,7 +7,7 @@ use crate::engine::atomic;
 use crate::engine::op::{param, port, DataUse, OpSpec, ParamType, Ports, StageCtx};
 use anyhow::{Context, Result};
 use nasflow_nas::data::Augment;
-use nasflow_nas::train::retrain::{evaluate, train, TrainConfig};
+use nasflow_nas::train::retrain::{evaluate, train, NetworkKind, TrainConfig};
 use serde_json::json;
 
 pub fn train_spec() -> OpSpec {
@@ -37,6 +37,7 @@ pub fn train_spec() -> OpSpec {
             param("steps_per_epoch", ParamType::Int, json!(0), "cap on training steps per epoch (0: all)"),
             param("eval_batch_size", ParamType::Int, json!(d.eval_batch_size), "batch size of test passes"),
             param("pool_bn", ParamType::Bool, json!(d.pool_bn_affine), "an affine BN after every pool (SNAS's retrain ops; DARTS has none)"),
+            param("network", ParamType::Choice(&["auto", "darts", "bayesnas"]), json!("auto"), "evaluation network: DARTS NetworkCIFAR, or the BayesNAS network (channel dropout on the drop_path schedule, no aux head); auto picks BayesNAS for genotypes of BayesNAS ops"),
         ],
         inputs: Ports::Fixed(vec![port("genotype", "", "(optional) a genotype (folder with genotype.json, or a file)")]),
         outputs: Ports::Fixed(vec![
@@ -70,12 +71,24 @@ fn config(ctx: &StageCtx) -> Result<TrainConfig> {
         steps_per_epoch: opt(ctx.usize("steps_per_epoch")?),
         eval_batch_size: ctx.usize("eval_batch_size")?,
         pool_bn_affine: ctx.bool("pool_bn")?,
+        network: NetworkKind::Darts,
+    })
+}
+
+/// The `network` param, `auto` resolved from the genotype's op family.
+fn network(ctx: &StageCtx, g: &nasflow_nas::genotype::Genotype) -> Result<NetworkKind> {
+    Ok(match ctx.str("network")? {
+        "bayesnas" => NetworkKind::BayesNas,
+        "darts" => NetworkKind::Darts,
+        _ if nasflow_nas::bayesnas::network::is_bayesnas_genotype(g) => NetworkKind::BayesNas,
+        _ => NetworkKind::Darts,
     })
 }
 
 fn run_train(ctx: &StageCtx) -> Result<()> {
-    let cfg = config(ctx)?;
+    let mut cfg = config(ctx)?;
     let genotype = genotype_from(ctx)?;
+    cfg.network = network(ctx, &genotype)?;
     let data = load_data(ctx)?;
     let mut progress = StageProgress::new(ctx);
     let outcome = train(&cfg, &genotype, &data, &ctx.work_dir, &mut progress)?;
@@ -83,7 +96,11 @@ fn run_train(ctx: &StageCtx) -> Result<()> {
     std::fs::create_dir_all(&model)?;
     std::fs::copy(&outcome.weights_path, model.join("weights.safetensors")).context("copying the trained weights")?;
     write_genotype(&model, &genotype)?;
-    atomic::write_json(&model.join("config.json"), &json!({"init_channels": cfg.init_channels, "layers": cfg.layers, "auxiliary": cfg.auxiliary, "pool_bn": cfg.pool_bn_affine}))?;
+    let mut conf = json!({"init_channels": cfg.init_channels, "layers": cfg.layers, "auxiliary": cfg.auxiliary, "pool_bn": cfg.pool_bn_affine});
+    if cfg.network == NetworkKind::BayesNas {
+        conf["network"] = json!("bayesnas"); // absent = darts, so DARTS model folders keep their bytes
+    }
+    atomic::write_json(&model.join("config.json"), &conf)?;
     write_jsonl(&ctx.out_dir.join("metrics.jsonl"), &outcome.metrics)?;
     atomic::write_json(&ctx.out_dir.join("metrics.json"), &outcome.final_metrics)
 }
@@ -113,6 +130,7 @@ fn run_evaluate(ctx: &StageCtx) -> Result<()> {
         layers: get("layers")?,
         auxiliary: conf.get("auxiliary").and_then(|v| v.as_bool()).unwrap_or(false),
         pool_bn_affine: conf.get("pool_bn").and_then(|v| v.as_bool()).unwrap_or(false),
+        network: if conf.get("network").and_then(|v| v.as_str()) == Some("bayesnas") { NetworkKind::BayesNas } else { NetworkKind::Darts },
         eval_batch_size: ctx.usize("eval_batch_size")?,
         ..TrainConfig::default()
     };
