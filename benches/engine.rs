@@ -62,10 +62,11 @@ fn main() {
     let (a, b) = (median(noop), median(status));
     let cpu = std::fs::read_to_string("/proc/cpuinfo").ok().and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())).unwrap_or_default();
     let report = format!(
-        "# Engine benchmark\n\n`cargo bench --bench engine` (after `cargo build --release`), {} UTC, {} ({} cores).\nMedians of 30, in-process as the CLI calls it (process start-up not included).\n\n| case | median | target |\n| --- | --- | --- |\n| no-op rerun, 5-stage shell pipeline (load, fingerprint, verify, lay out a run directory) | {a:.1} ms | < 50 ms |\n| `status`, generated 100-stage pipeline, all fresh | {b:.1} ms | < 100 ms |\n",
+        "# Engine benchmark\n\n`cargo bench --bench engine` (after `cargo build --release`), {} UTC, {} ({} cores).\nMedians of 30, in-process as the CLI calls it (process start-up, about 5 ms, not included). Load average at the end: {}.\n\n| case | median | target |\n| --- | --- | --- |\n| no-op rerun, 5-stage shell pipeline (load, fingerprint, verify, lay out a run directory) | {a:.1} ms | < 50 ms |\n| `status`, generated 100-stage pipeline, all fresh | {b:.1} ms | < 100 ms |\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M"),
         cpu,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
     );
     std::fs::create_dir_all("bench").unwrap();
     std::fs::write("bench/ENGINE.md", &report).unwrap();
