@@ -268,7 +268,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
             };
-            let dag = Dag::build(&p).map_err(|_| anyhow::anyhow!("cycle"))?;
+            let dag = Dag::build(&p, registry()).map_err(|_| anyhow::anyhow!("cycle"))?;
             if dot {
                 print!("{}", dag.dot(&p));
             } else {

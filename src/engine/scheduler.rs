@@ -128,7 +128,7 @@ enum State {
 }
 
 pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDir> {
-    let dag = Dag::build(p).map_err(|_| anyhow::anyhow!("the stages form a cycle"))?;
+    let dag = Dag::build(p, registry).map_err(|_| anyhow::anyhow!("the stages form a cycle"))?;
     let store = Store::open(&opts.store_dir)?;
     let digests = DigestCache::open(&opts.store_dir);
     let mut rd = new_run(p, &dag, registry, opts, "local")?;
@@ -165,7 +165,7 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
                 (true, Some(r)) if r.status != "failed" => match store.record(&fp) {
                     Some(rec) => {
                         sr.status = if r.status == "reused" { StageStatus::Reused } else { StageStatus::Ran };
-                        finish(&store, &rd, i, &rec.outputs)?;
+                        finish(&store, &rd, i, &rec.outputs, registry)?;
                         let sr = &mut rd.info.stages[i];
                         sr.outputs = rec.outputs.clone();
                         sr.metrics = headline(&store, &rec.outputs);
@@ -250,7 +250,7 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
                         sr.start = Some(rec.started.clone());
                         sr.end = Some(rec.ended.clone());
                         say(format!("  reused  {}", sr.name));
-                        finish(&store, &rd, i, &rec.outputs)?;
+                        finish(&store, &rd, i, &rec.outputs, registry)?;
                         state[i] = State::Done(rec.outputs);
                         progressed = true;
                         continue;
@@ -419,11 +419,10 @@ fn spawn_stage(exe: &Path, job: &Path, quiet: bool) -> Result<Child> {
 }
 
 /// Lay a finished stage's outputs out in the run directory.
-pub(crate) fn finish(store: &Store, rd: &RunDir, i: usize, outputs: &BTreeMap<String, Artifact>) -> Result<()> {
+pub(crate) fn finish(store: &Store, rd: &RunDir, i: usize, outputs: &BTreeMap<String, Artifact>, registry: &Registry) -> Result<()> {
     let inst = &rd.info.stages[i];
     let dir = rd.stage_dir(&inst.name);
     std::fs::create_dir_all(&dir)?;
-    let registry = crate::stages::registry();
     let ports: BTreeMap<String, String> = registry.get(&inst.op).map(|o| o.output_ports(&params_of(rd, i)).into_iter().collect()).unwrap_or_default();
     for (name, a) in outputs {
         let rel = ports.get(name).cloned().unwrap_or(name.clone());

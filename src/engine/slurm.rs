@@ -53,7 +53,7 @@ fn group_of(task: &str) -> &str {
 }
 
 pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions, so: &SlurmOptions) -> Result<RunDir> {
-    let dag = Dag::build(p).map_err(|_| anyhow::anyhow!("the stages form a cycle"))?;
+    let dag = Dag::build(p, registry).map_err(|_| anyhow::anyhow!("the stages form a cycle"))?;
     let store = Store::open(&opts.store_dir)?;
     let say = |msg: String| {
         if !opts.quiet {

@@ -24,7 +24,7 @@ pub struct StageState {
 }
 
 pub fn status(p: &Pipeline, registry: &Registry, runs_dir: &Path, store_dir: &Path) -> Result<Vec<StageState>> {
-    let dag = Dag::build(p).map_err(|_| anyhow::anyhow!("the stages form a cycle"))?;
+    let dag = Dag::build(p, registry).map_err(|_| anyhow::anyhow!("the stages form a cycle"))?;
     let store = Store::open(store_dir)?;
     let digests = DigestCache::open(store_dir);
     // The last preimage recorded for each stage instance, newest run first.

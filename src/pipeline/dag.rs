@@ -4,6 +4,7 @@
 
 use super::load::{Pipeline, Stage};
 use super::yaml::Loc;
+use crate::engine::op::Registry;
 use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
 use serde_json::Value as Json;
@@ -35,7 +36,7 @@ pub struct Dag {
 }
 
 impl Dag {
-    pub fn build(p: &Pipeline) -> Result<Dag, DagError> {
+    pub fn build(p: &Pipeline, registry: &Registry) -> Result<Dag, DagError> {
         let mut graph = DiGraph::new();
         let nodes: Vec<NodeIndex> = (0..p.stages.len()).map(|i| graph.add_node(i)).collect();
         let index = |name: &str| p.stages.iter().position(|s| s.name == name);
@@ -57,7 +58,7 @@ impl Dag {
         };
         // Stable order: among ready stages, keep file order (toposort may not).
         let order = stable_topo(p, &order);
-        let instances = expand(p, &order);
+        let instances = expand(p, &order, registry);
         Ok(Dag { order, instances, graph })
     }
 
@@ -142,8 +143,8 @@ fn instance_id(stage: &Stage, coords: &BTreeMap<String, Json>) -> String {
     format!("{}[{}]", stage.name, parts.join(","))
 }
 
-fn expand(p: &Pipeline, order: &[usize]) -> Vec<Instance> {
-    let registry_folds = |s: &Stage| crate::stages::registry().get(&s.op).is_some_and(|o| o.folds_matrix);
+fn expand(p: &Pipeline, order: &[usize], registry: &Registry) -> Vec<Instance> {
+    let registry_folds = |s: &Stage| registry.get(&s.op).is_some_and(|o| o.folds_matrix);
     let mut instances: Vec<Instance> = Vec::new();
     for &si in order {
         let stage = &p.stages[si];

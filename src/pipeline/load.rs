@@ -211,7 +211,7 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pi
     apply_stage_overrides(l, &mut stages, stage_ov)?;
     check_inputs(l, &stages)?;
     let pipeline = Pipeline { name, description, file: path.to_path_buf(), sources: loader.files.clone(), params, data, stages };
-    super::dag::Dag::build(&pipeline).map_err(|e| match e {
+    super::dag::Dag::build(&pipeline, registry).map_err(|e| match e {
         super::dag::DagError::Cycle(names, loc) => l
             .diag(loc, format!("the stages form a cycle: {}", names.join(" -> ")))
             .help("a stage cannot depend on its own outputs; remove one of these inputs"),
