@@ -1,12 +1,11 @@
 //! `darts.search`: DARTS (first or second order) on the stage's data set.
 
-use super::common::{load_data, opt, write_genotype, write_jsonl, write_npy};
+use super::common::load_data;
+use super::supernet;
 use super::progress::StageProgress;
-use crate::engine::atomic;
-use crate::engine::op::{param, port, DataUse, OpSpec, ParamType, Ports, StageCtx};
-use anyhow::{Context, Result};
+use crate::engine::op::{param, DataUse, OpSpec, ParamType, Ports, StageCtx};
+use anyhow::Result;
 use nasflow_nas::darts::search::{search, Order, SearchConfig};
-use nasflow_nas::data::Augment;
 use serde_json::json;
 
 pub fn spec() -> OpSpec {
@@ -15,41 +14,21 @@ pub fn spec() -> OpSpec {
         name: "darts.search",
         version: 1,
         doc: "DARTS search (Liu et al., ICLR 2019): a supernet of mixed ops with softmax-relaxed architecture weights, trained bilevel on two halves of the training set. Defaults are the paper's CIFAR-10 settings.",
-        params: vec![
-            param("layers", ParamType::Int, json!(d.layers), "cells in the supernet"),
-            param("init_channels", ParamType::Int, json!(d.init_channels), "channels of the first cell"),
-            param("epochs", ParamType::Int, json!(d.epochs), "search epochs"),
-            param("batch_size", ParamType::Int, json!(d.batch_size), "batch size of both halves"),
-            param("lr", ParamType::Float, json!(d.lr), "weight SGD learning rate (cosine-annealed)"),
-            param("lr_min", ParamType::Float, json!(d.lr_min), "cosine floor (the code's 0.001; the paper says 0)"),
-            param("momentum", ParamType::Float, json!(d.momentum), "weight SGD momentum"),
-            param("weight_decay", ParamType::Float, json!(d.weight_decay), "weight SGD coupled L2"),
-            param("arch_lr", ParamType::Float, json!(d.arch_lr), "architecture Adam learning rate"),
-            param("arch_beta1", ParamType::Float, json!(d.arch_beta1), "architecture Adam beta1"),
-            param("arch_beta2", ParamType::Float, json!(d.arch_beta2), "architecture Adam beta2"),
-            param("arch_weight_decay", ParamType::Float, json!(d.arch_weight_decay), "architecture Adam coupled L2"),
-            param("grad_clip", ParamType::Float, json!(d.grad_clip), "global norm clip of the weight gradients"),
-            param("train_portion", ParamType::Float, json!(d.train_portion), "fraction of the training set for weights; the rest trains the architecture"),
-            param("order", ParamType::Choice(&["first", "second"]), json!("first"), "architecture gradient: first order, or second order (unrolled)"),
-            param("seed", ParamType::Int, json!(d.seed), "seed of every random draw"),
-            param("alpha_init_std", ParamType::Float, json!(d.alpha_init_std), "alphas start at std * N(0,1) (the code); 0 = uniform (the paper)"),
-            param("steps_per_epoch", ParamType::Int, json!(0), "cap on training steps per epoch (0: the whole half)"),
-            param("scheduler_step_at_start", ParamType::Bool, json!(d.scheduler_step_at_start), "epoch e uses lr(e+1), as the original code (PyTorch 0.3) did"),
-            param("crop_padding", ParamType::Int, json!(d.augment.crop_padding), "random crop padding (0: off)"),
-            param("flip", ParamType::Bool, json!(d.augment.flip), "random horizontal flip (off for digits)"),
-            param("cutout", ParamType::Int, json!(d.augment.cutout), "cutout box size (0: off)"),
-            param("eval_batch_size", ParamType::Int, json!(d.eval_batch_size), "batch size of validation passes"),
-            param("max_valid_samples", ParamType::Int, json!(0), "validate on only this many samples of the architecture half (0: all)"),
-        ],
+        params: [
+            supernet::params(&d),
+            vec![
+                param("train_portion", ParamType::Float, json!(d.train_portion), "fraction of the training set for weights; the rest trains the architecture"),
+                param("order", ParamType::Choice(&["first", "second"]), json!("first"), "architecture gradient: first order, or second order (unrolled)"),
+                param("alpha_init_std", ParamType::Float, json!(d.alpha_init_std), "alphas start at std * N(0,1) (the code); 0 = uniform (the paper)"),
+            ],
+        ]
+        .concat(),
         inputs: Ports::Fixed(vec![]),
-        outputs: Ports::Fixed(vec![
-            port("alphas", "alphas", "raw alphas: normal.npy, reduce.npy, alphas.safetensors, and per epoch under epochs/"),
-            port("genotype", "genotype", "the derived genotype: genotype.json and genotype.txt (DARTS text form)"),
-            port("genotypes", "genotypes", "the genotype derived after every epoch (epoch_NNN.txt)"),
-            port("supernet", "supernet.safetensors", "supernet weights and BN statistics"),
-            port("metrics", "metrics.json", "final metrics"),
-            port("curve", "metrics.jsonl", "one record per epoch"),
-        ]),
+        outputs: Ports::Fixed(supernet::outputs(
+            "raw alphas: normal.npy, reduce.npy, alphas.safetensors, and per epoch under epochs/",
+            "the derived genotype: genotype.json and genotype.txt (DARTS text form)",
+            "one record per epoch",
+        )),
         data: DataUse::Required,
         folds_matrix: false,
         dep_param: None,
@@ -58,30 +37,12 @@ pub fn spec() -> OpSpec {
 }
 
 pub fn config(ctx: &StageCtx) -> Result<SearchConfig> {
-    Ok(SearchConfig {
-        layers: ctx.usize("layers")?,
-        init_channels: ctx.usize("init_channels")?,
-        epochs: ctx.usize("epochs")?,
-        batch_size: ctx.usize("batch_size")?,
-        lr: ctx.float("lr")?,
-        lr_min: ctx.float("lr_min")?,
-        momentum: ctx.float("momentum")?,
-        weight_decay: ctx.float("weight_decay")?,
-        arch_lr: ctx.float("arch_lr")?,
-        arch_beta1: ctx.float("arch_beta1")?,
-        arch_beta2: ctx.float("arch_beta2")?,
-        arch_weight_decay: ctx.float("arch_weight_decay")?,
-        grad_clip: ctx.float("grad_clip")?,
-        train_portion: ctx.float("train_portion")?,
+    let base = SearchConfig {
         order: if ctx.str("order")? == "second" { Order::Second } else { Order::First },
-        seed: ctx.int("seed")? as u64,
         alpha_init_std: ctx.float("alpha_init_std")?,
-        steps_per_epoch: opt(ctx.usize("steps_per_epoch")?),
-        scheduler_step_at_start: ctx.bool("scheduler_step_at_start")?,
-        augment: Augment { crop_padding: ctx.usize("crop_padding")?, flip: ctx.bool("flip")?, cutout: ctx.usize("cutout")? },
-        eval_batch_size: ctx.usize("eval_batch_size")?,
-        max_valid_samples: opt(ctx.usize("max_valid_samples")?),
-    })
+        ..SearchConfig::default()
+    };
+    supernet::config(ctx, base)
 }
 
 fn run(ctx: &StageCtx) -> Result<()> {
@@ -89,29 +50,5 @@ fn run(ctx: &StageCtx) -> Result<()> {
     let data = load_data(ctx)?;
     let mut progress = StageProgress::new(ctx);
     let (outcome, state) = search(&cfg, &data, &ctx.work_dir, &mut progress)?;
-    let out = &ctx.out_dir;
-    write_npy(&out.join("alphas/normal.npy"), &outcome.alphas_normal)?;
-    write_npy(&out.join("alphas/reduce.npy"), &outcome.alphas_reduce)?;
-    let mut all = std::collections::HashMap::new();
-    let t = |rows: &Vec<Vec<f32>>| -> Result<candle_core::Tensor> {
-        let flat: Vec<f32> = rows.iter().flatten().copied().collect();
-        Ok(candle_core::Tensor::from_vec(flat, (rows.len(), rows.first().map(Vec::len).unwrap_or(0)), &candle_core::Device::Cpu)?)
-    };
-    all.insert("normal".to_string(), t(&outcome.alphas_normal)?);
-    all.insert("reduce".to_string(), t(&outcome.alphas_reduce)?);
-    for (e, a) in state.alphas_per_epoch.iter().enumerate() {
-        write_npy(&out.join(format!("alphas/epochs/{e:03}_normal.npy")), &a.normal)?;
-        write_npy(&out.join(format!("alphas/epochs/{e:03}_reduce.npy")), &a.reduce)?;
-        all.insert(format!("epoch_{e:03}.normal"), t(&a.normal)?);
-        all.insert(format!("epoch_{e:03}.reduce"), t(&a.reduce)?);
-    }
-    candle_core::safetensors::save(&all, out.join("alphas/alphas.safetensors")).context("writing alphas.safetensors")?;
-    write_genotype(&out.join("genotype"), &outcome.genotype)?;
-    for (e, g) in outcome.genotypes_per_epoch.iter().enumerate() {
-        atomic::write(&out.join(format!("genotypes/epoch_{e:03}.txt")), format!("{}\n", g.to_darts_text()).as_bytes())?;
-    }
-    std::fs::copy(&state.supernet_weights, out.join("supernet.safetensors")).context("copying the supernet weights")?;
-    write_jsonl(&out.join("metrics.jsonl"), &state.metrics)?;
-    atomic::write_json(&out.join("metrics.json"), &outcome.final_metrics)?;
-    Ok(())
+    supernet::write_outputs(&ctx.out_dir, &outcome, &state)
 }

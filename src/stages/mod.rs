@@ -9,6 +9,7 @@ pub mod genotype;
 mod progress;
 pub mod shell;
 pub mod snas;
+mod supernet;
 pub mod train;
 pub mod visualize;
 
