@@ -215,9 +215,17 @@ impl OpSpec {
 #[derive(Clone, Default)]
 pub struct Registry {
     ops: BTreeMap<&'static str, OpSpec>,
+    /// Data set formats the ops can read (checked when a pipeline is loaded).
+    data_formats: Vec<&'static str>,
 }
 
 impl Registry {
+    pub fn set_data_formats(&mut self, formats: &[&'static str]) {
+        self.data_formats = formats.to_vec();
+    }
+    pub fn data_formats(&self) -> &[&'static str] {
+        &self.data_formats
+    }
     pub fn add(&mut self, op: OpSpec) {
         self.ops.insert(op.name, op);
     }

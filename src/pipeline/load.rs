@@ -188,6 +188,12 @@ pub fn load(path: &Path, overrides: &[String], registry: &Registry) -> Result<Pi
             let dm = v.as_map().ok_or_else(|| type_err(l, v, "a mapping with `format` and `path`"))?;
             check_keys(l, dm, DATA_KEYS, "data set key", "a data set has `format` and `path`")?;
             let format = req_str(l, v, "format", &format!("data set `{}`", k.name))?;
+            let formats = l.registry.data_formats();
+            if !formats.is_empty() && !formats.contains(&format.as_str()) {
+                let loc = v.get("format").map(|n| n.loc).unwrap_or(v.loc);
+                let hint = did_you_mean(&format, formats.iter().copied()).map(|h| format!("{h} ")).unwrap_or_default();
+                return Err(l.diag(loc, format!("unknown data format `{format}` for data set `{}`", k.name)).help(format!("{hint}known formats: {} (see datasets/README.md)", formats.join(", "))));
+            }
             let raw = req_str(l, v, "path", &format!("data set `{}`", k.name))?;
             let path_node = v.get("path").cloned().unwrap_or(v.clone());
             let raw = interpolate_str(l, &raw, &params, path_node.loc)?;

@@ -20,6 +20,7 @@ pub fn registry() -> &'static Registry {
     static R: OnceLock<Registry> = OnceLock::new();
     R.get_or_init(|| {
         let mut r = Registry::default();
+        r.set_data_formats(nasflow_nas::data::known_formats());
         r.add(shell::spec());
         r.add(aggregate::spec());
         r.add(darts::spec());
