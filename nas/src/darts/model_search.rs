@@ -143,14 +143,15 @@ struct Candidate {
 /// sum_k w_k * op_k(x) over the candidate ops of one edge. The `none` op is
 /// not built: its output is zero, so leaving it out changes neither the value
 /// nor any gradient (its weight still gets its zero gradient via the softmax).
-struct MixedOp {
+/// Public so that benchmarks can time one edge through the real code path.
+pub struct MixedOp {
     candidates: Vec<Candidate>,
     /// Column of each candidate in the mixing-weight matrix (u32, for index_select).
     columns: Tensor,
 }
 
 impl MixedOp {
-    fn new(primitives: &[Primitive], c: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
+    pub fn new(primitives: &[Primitive], c: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
         let mut candidates = Vec::new();
         let mut columns = Vec::new();
         for (column, &p) in primitives.iter().enumerate() {
@@ -182,7 +183,7 @@ impl MixedOp {
     /// outputs rather than K scalar products and K-1 adds: measured 1.6x
     /// faster forward+backward for K=7 on [32,8,28,28], and the autograd
     /// graph keeps one stacked copy instead of 2K-1 intermediate tensors.
-    fn forward_t(&self, x: &Tensor, w: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward_t(&self, x: &Tensor, w: &Tensor, train: bool) -> Result<Tensor> {
         let mut outputs = Vec::with_capacity(self.candidates.len());
         for cand in &self.candidates {
             let mut y = cand.op.forward_t(x, train)?;
