@@ -13,3 +13,11 @@ pub fn rng_for(seed: u64, stream: u64) -> Rng {
     r.set_stream(stream);
     r
 }
+
+/// A generator for one purpose (< 8) of one epoch of a seeded run: a resumed
+/// run draws exactly what an uninterrupted one would. Streams below 1000 are
+/// left for whole-run purposes (weight init, ...).
+pub fn epoch_rng(seed: u64, epoch: usize, purpose: u64) -> Rng {
+    debug_assert!(purpose < 8);
+    rng_for(seed, 1000 + 8 * epoch as u64 + purpose)
+}

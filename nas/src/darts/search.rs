@@ -26,7 +26,7 @@ use crate::darts::architect::{self, Batch, NetVars};
 use crate::darts::model_search::{SearchNetConfig, SearchNetwork};
 use crate::data::{batches, random_batch, search_split, Augment, DataSplits, Dataset};
 use crate::genotype::{try_derive_darts, Genotype};
-use crate::rng::{rng_for, Rng};
+use crate::rng::{epoch_rng, rng_for, Rng};
 use crate::train::checkpoint::{
     restore_varmap, save_safetensors_atomic, snapshot_varmap, Checkpoint,
 };
@@ -399,11 +399,6 @@ impl ArchMethod for Darts {
 const STREAM_WEIGHT_INIT: u64 = 0;
 const STREAM_ALPHA_INIT: u64 = 1;
 const STREAM_EVAL: u64 = 2;
-const STREAM_EPOCH_BASE: u64 = 1000;
-
-fn epoch_rng(seed: u64, epoch: usize, purpose: u64) -> Rng {
-    rng_for(seed, STREAM_EPOCH_BASE + 8 * epoch as u64 + purpose)
-}
 
 /// DARTS search on `data.train` (split by `train_portion` into the weight and
 /// architecture halves, in data-set order). `work_dir` is private and

@@ -18,7 +18,7 @@ use crate::darts::model::{EvalNetConfig, EvalNetwork, EvalOptions};
 use crate::darts::search::{augment_json, check_resumable};
 use crate::data::{batches, Augment, DataSplits, Dataset};
 use crate::genotype::Genotype;
-use crate::rng::{rng_for, Rng};
+use crate::rng::{epoch_rng, rng_for, Rng};
 use crate::train::checkpoint::{
     restore_varmap, save_safetensors_atomic, snapshot_varmap, Checkpoint,
 };
@@ -215,11 +215,6 @@ pub struct EvalOutcome {
 // RNG streams: weight init, then per epoch data order/augmentation and drop-path masks.
 const STREAM_WEIGHT_INIT: u64 = 0;
 const STREAM_EVAL: u64 = 2;
-const STREAM_EPOCH_BASE: u64 = 1000;
-
-fn epoch_rng(seed: u64, epoch: usize, purpose: u64) -> Rng {
-    rng_for(seed, STREAM_EPOCH_BASE + 8 * epoch as u64 + purpose)
-}
 
 /// Trains `genotype` on `data.train`, evaluating on `data.test` after each
 /// epoch. A checkpoint goes to `work_dir` after every epoch; a rerun resumes
