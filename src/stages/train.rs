@@ -108,7 +108,7 @@ fn run_train(ctx: &StageCtx) -> Result<()> {
 pub fn evaluate_spec() -> OpSpec {
     OpSpec {
         name: "evaluate",
-        version: 1,
+        version: 2,
         doc: "Test a trained model on the data set's held-out split (no augmentation, eval-mode BN): accuracy, error and parameter count (auxiliary head excluded).",
         params: vec![param("eval_batch_size", ParamType::Int, json!(100), "batch size")],
         inputs: Ports::Fixed(vec![port("model", "", "a `train` stage's model folder")]),
@@ -136,5 +136,7 @@ fn run_evaluate(ctx: &StageCtx) -> Result<()> {
     };
     let data = load_data(ctx)?;
     let e = evaluate(&model.join("weights.safetensors"), &genotype, &cfg, &data.test)?;
-    atomic::write_json(&ctx.out_dir.join("metrics.json"), &json!({"test_acc": e.accuracy, "test_error": e.error, "test_loss": e.loss, "params": e.params, "test_samples": data.test.len()}))
+    // Percentages to 1e-6: `100 - 97.6` should read 2.4, not 2.4000000000000057.
+    let pct = |x: f64| (x * 1e6).round() / 1e6;
+    atomic::write_json(&ctx.out_dir.join("metrics.json"), &json!({"test_acc": pct(e.accuracy), "test_error": pct(e.error), "test_loss": e.loss, "params": e.params, "test_samples": data.test.len()}))
 }
