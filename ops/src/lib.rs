@@ -23,6 +23,9 @@
 //! ([`mod@reference`]), which is differentiable but slow.
 //!
 //! # Speed notes
+//! The GEMMs (1x1 and dense convs) use the `gemm` crate with its AVX-512 kernels enabled (chosen
+//! at run time). Kernel outputs are zeroed chunk by chunk by the worker that fills them, or not
+//! at all where a GEMM overwrites them, instead of by one serial memset up front.
 //! Call [`tune_malloc`] once at program start (glibc): it avoids one mmap + page faults per
 //! activation tensor, worth 2-3x on a training step. `cargo run --release -p nasflow-ops
 //! --example edge_bench` times one DARTS mixed edge.

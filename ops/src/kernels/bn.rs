@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp3, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::common::{kernel_ok, slice, with_slice};
+use super::common::{kernel_ok, par_chunks_zeroed, slice, with_slice};
 use super::simd::{self, multiversion};
 
 multiversion!(fn plane_sum(x: &[f32]) -> f64 = simd::sum;);
@@ -37,8 +37,7 @@ impl CustomOp3 for BnTrain {
         let scale: Vec<f32> = (0..c).map(|i| wt[i] * self.invstd[i]).collect();
         let shift: Vec<f32> = (0..c).map(|i| bs[i] - self.mean[i] * scale[i]).collect();
         let hw = h * w;
-        let mut out = vec![0f32; b * c * hw];
-        out.par_chunks_mut(hw).enumerate().for_each(|(i, o)| {
+        let out = par_chunks_zeroed(b * c * hw, hw, || (), |_, i, o| {
             plane_scale_shift(o, &x[i * hw..(i + 1) * hw], scale[i % c], shift[i % c]);
         });
         Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
@@ -75,8 +74,7 @@ impl CustomOp3 for BnTrain {
                         (a as f32, k as f32, c0 as f32)
                     })
                     .collect();
-                let mut gx = vec![0f32; b * c * hw];
-                gx.par_chunks_mut(hw).enumerate().for_each(|(i, o)| {
+                let gx = par_chunks_zeroed(b * c * hw, hw, || (), |_, i, o| {
                     let (a, k, c0) = coef[i % c];
                     plane_dx(o, &gs[i * hw..(i + 1) * hw], &xs[i * hw..(i + 1) * hw], a, k, c0);
                 });

@@ -4,7 +4,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::common::{kernel_ok, slice, with_slice};
+use super::common::{kernel_ok, par_chunks_zeroed, slice, with_slice, zero_chunk};
 use super::window::{dw_bwd_plane, dw_fwd_plane, PGeo, Scratch};
 
 struct DwConv {
@@ -30,8 +30,7 @@ impl CustomOp2 for DwConv {
         let wt = slice(s2, l2)?;
         let g = PGeo::new(h, w, k, self.s, self.p, self.d);
         let (hw, plane, kk) = (h * w, g.ho * g.wo, k * k);
-        let mut out = vec![0f32; b * c * plane];
-        out.par_chunks_mut(plane).enumerate().for_each_init(Scratch::default, |sc, (i, o)| {
+        let out = par_chunks_zeroed(b * c * plane, plane, Scratch::default, |sc, i, o| {
             let ch = i % c;
             dw_fwd_plane(&g, self.relu, &x[i * hw..(i + 1) * hw], &wt[ch * kk..(ch + 1) * kk], o, sc);
         });
@@ -46,12 +45,15 @@ impl CustomOp2 for DwConv {
         if grad.dims() != [b, c, g.ho, g.wo] {
             bail!("depthwise bwd: grad {:?} for output {:?}", grad.dims(), (b, c, g.ho, g.wo));
         }
-        let mut gx = vec![0f32; b * c * hw];
+        // grad input: each plane zeroed by the worker that writes it (see `par_chunks_zeroed`)
+        let n = b * c * hw;
+        let mut gx: Vec<f32> = Vec::with_capacity(n);
         let mut part = vec![0f32; b * c * kk];
         with_slice(x, |xs| {
             with_slice(grad, |gs| {
                 with_slice(w, |wt| {
-                    gx.par_chunks_mut(hw).zip(part.par_chunks_mut(kk)).enumerate().for_each_init(Scratch::default, |sc, (i, (gxp, gwp))| {
+                    gx.spare_capacity_mut()[..n].par_chunks_mut(hw).zip(part.par_chunks_mut(kk)).enumerate().for_each_init(Scratch::default, |sc, (i, (gxu, gwp))| {
+                        let gxp = zero_chunk(gxu);
                         let ch = i % c;
                         dw_bwd_plane(&g, self.relu, &xs[i * hw..(i + 1) * hw], &gs[i * plane..(i + 1) * plane], &wt[ch * kk..(ch + 1) * kk], gxp, gwp, sc);
                     });
@@ -59,6 +61,8 @@ impl CustomOp2 for DwConv {
                 })
             })
         })?;
+        // SAFETY: the parallel pass above initialised all n elements (one chunk per plane).
+        unsafe { gx.set_len(n) };
         let mut gw = vec![0f32; c * kk];
         for bi in 0..b {
             for (o, v) in gw.iter_mut().zip(&part[bi * c * kk..(bi + 1) * c * kk]) {

@@ -3,6 +3,7 @@
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Device, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use super::common::{kernel_ok, slice, with_slice};
 use super::simd::multiversion;
@@ -67,12 +68,32 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 pub(crate) fn mm(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, read_dst: bool, lhs: &[f32], lhs_rs: isize, lhs_cs: isize, rhs: &[f32], rhs_rs: isize, rhs_cs: isize) {
     // Bounds: every view lies inside its slice (checked by the callers' shapes).
     debug_assert!(dst.len() >= (m - 1) * dst_rs + n);
+    // SAFETY: dst is a valid, initialised m x n view (asserted above).
+    unsafe { mm_raw(m, n, k, dst.as_mut_ptr(), dst_rs, read_dst, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs) }
+}
+
+/// [`mm`] into a contiguous m x n block that may be uninitialised (never read: `read_dst` is
+/// false), so that outputs the GEMM overwrites entirely skip the zero-fill.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn mm_uninit(m: usize, n: usize, k: usize, dst: &mut [MaybeUninit<f32>], lhs: &[f32], lhs_rs: isize, lhs_cs: isize, rhs: &[f32], rhs_rs: isize, rhs_cs: isize) {
+    assert!(dst.len() == m * n);
+    // SAFETY: dst holds exactly m x n elements; with read_dst = false gemm only writes them.
+    unsafe { mm_raw(m, n, k, dst.as_mut_ptr().cast(), n, false, lhs, lhs_rs, lhs_cs, rhs, rhs_rs, rhs_cs) }
+}
+
+/// # Safety
+/// `dst` must be valid for writes of the m x n view with row stride `dst_rs` (and for reads
+/// when `read_dst`); lhs and rhs views must lie inside their slices.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn mm_raw(m: usize, n: usize, k: usize, dst: *mut f32, dst_rs: usize, read_dst: bool, lhs: &[f32], lhs_rs: isize, lhs_cs: isize, rhs: &[f32], rhs_rs: isize, rhs_cs: isize) {
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             read_dst,
@@ -90,6 +111,20 @@ pub(crate) fn mm(m: usize, n: usize, k: usize, dst: &mut [f32], dst_rs: usize, r
             Parallelism::None,
         )
     }
+}
+
+/// A vector of `len` f32 whose chunks of `chunk` elements are all written by `fill(i, chunk_i)`
+/// in parallel, without zero-filling it first (`len` must be a multiple of `chunk`).
+fn par_uninit(len: usize, chunk: usize, fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send) -> Vec<f32> {
+    if len == 0 {
+        return Vec::new();
+    }
+    assert!(chunk > 0 && len % chunk == 0, "par_uninit: {len} is not a multiple of {chunk}");
+    let mut v: Vec<f32> = Vec::with_capacity(len);
+    v.spare_capacity_mut()[..len].par_chunks_mut(chunk).enumerate().for_each(|(i, c)| fill(i, c));
+    // SAFETY: every chunk was written entirely by `fill` (its callers overwrite all of it).
+    unsafe { v.set_len(len) };
+    v
 }
 
 /// Number of fixed batch groups for the weight gradient (deterministic summation order,
@@ -113,9 +148,8 @@ impl CustomOp2 for Conv1x1 {
         let x = slice(s1, l1)?;
         let wt = slice(s2, l2)?;
         let hw = h * w;
-        let mut out = vec![0f32; b * cout * hw];
-        out.par_chunks_mut(cout * hw).enumerate().for_each(|(i, y)| {
-            mm(cout, hw, cin, y, hw, false, wt, cin as isize, 1, &x[i * cin * hw..(i + 1) * cin * hw], hw as isize, 1);
+        let out = par_uninit(b * cout * hw, cout * hw, |i, y| {
+            mm_uninit(cout, hw, cin, y, wt, cin as isize, 1, &x[i * cin * hw..(i + 1) * cin * hw], hw as isize, 1);
         });
         Ok((CpuStorage::F32(out), Shape::from((b, cout, h, w))))
     }
@@ -131,12 +165,13 @@ impl CustomOp2 for Conv1x1 {
             with_slice(grad, |gs| {
                 with_slice(w, |wt| {
                     // grad x_b = W^T g_b (skipped when x needs no gradient)
-                    let mut gx = vec![0f32; if need_x { b * cin * hw } else { 0 }];
-                    if need_x {
-                        gx.par_chunks_mut(cin * hw).enumerate().for_each(|(i, o)| {
-                            mm(cin, hw, cout, o, hw, false, wt, 1, cin as isize, &gs[i * cout * hw..(i + 1) * cout * hw], hw as isize, 1);
-                        });
-                    }
+                    let gx = if need_x {
+                        par_uninit(b * cin * hw, cin * hw, |i, o| {
+                            mm_uninit(cin, hw, cout, o, wt, 1, cin as isize, &gs[i * cout * hw..(i + 1) * cout * hw], hw as isize, 1);
+                        })
+                    } else {
+                        Vec::new()
+                    };
                     // grad W = sum_b g_b x_b^T, in fixed batch groups
                     let mut part = vec![0f32; groups * cout * cin];
                     part.par_chunks_mut(cout * cin).enumerate().for_each(|(gi, acc)| {

@@ -2,9 +2,8 @@
 //! backward), one rayon task per (batch, channel) plane.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Device, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
 
-use super::common::{kernel_ok, slice, with_slice};
+use super::common::{kernel_ok, par_chunks_zeroed, slice, with_slice};
 use super::window::{avg_bwd_plane, avg_fwd_plane, max_bwd_plane, max_fwd_plane, PGeo, Scratch};
 use crate::reference::avg_divisor;
 
@@ -24,8 +23,7 @@ impl CustomOp1 for MaxPool {
         let x = slice(st, l)?;
         let g = PGeo::new(h, w, self.k, self.s, self.p, 1);
         let plane = g.ho * g.wo;
-        let mut out = vec![0f32; b * c * plane];
-        out.par_chunks_mut(plane).enumerate().for_each_init(Scratch::default, |sc, (i, o)| max_fwd_plane(&g, &x[i * h * w..(i + 1) * h * w], o, sc));
+        let out = par_chunks_zeroed(b * c * plane, plane, Scratch::default, |sc, i, o| max_fwd_plane(&g, &x[i * h * w..(i + 1) * h * w], o, sc));
         Ok((CpuStorage::F32(out), Shape::from((b, c, g.ho, g.wo))))
     }
 
@@ -55,8 +53,7 @@ impl CustomOp2 for MaxPoolGrad {
         if (g.ho, g.wo) != (ho, wo) {
             candle_core::bail!("pool grad: output {ho}x{wo} does not fit input {h}x{w}");
         }
-        let mut out = vec![0f32; b * c * h * w];
-        out.par_chunks_mut(h * w).enumerate().for_each_init(Scratch::default, |sc, (i, o)| {
+        let out = par_chunks_zeroed(b * c * h * w, h * w, Scratch::default, |sc, i, o| {
             max_bwd_plane(&g, &x[i * h * w..(i + 1) * h * w], &gr[i * ho * wo..(i + 1) * ho * wo], o, sc)
         });
         Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
@@ -81,8 +78,7 @@ impl CustomOp1 for AvgPool {
         let g = PGeo::new(h, w, self.k, self.s, self.p, 1);
         let inv: Vec<f32> = avg_divisor(h, w, self.k, self.s, self.p, self.cip).iter().map(|d| 1.0 / d).collect();
         let plane = g.ho * g.wo;
-        let mut out = vec![0f32; b * c * plane];
-        out.par_chunks_mut(plane).enumerate().for_each_init(Scratch::default, |sc, (i, o)| avg_fwd_plane(&g, &x[i * h * w..(i + 1) * h * w], &inv, o, sc));
+        let out = par_chunks_zeroed(b * c * plane, plane, Scratch::default, |sc, i, o| avg_fwd_plane(&g, &x[i * h * w..(i + 1) * h * w], &inv, o, sc));
         Ok((CpuStorage::F32(out), Shape::from((b, c, g.ho, g.wo))))
     }
 
@@ -116,8 +112,7 @@ impl CustomOp1 for AvgPoolGrad {
             candle_core::bail!("pool grad: output {ho}x{wo} does not fit input {h}x{w}");
         }
         let inv: Vec<f32> = avg_divisor(h, w, self.k, self.s, self.p, self.cip).iter().map(|d| 1.0 / d).collect();
-        let mut out = vec![0f32; b * c * h * w];
-        out.par_chunks_mut(h * w).enumerate().for_each_init(Scratch::default, |sc, (i, o)| {
+        let out = par_chunks_zeroed(b * c * h * w, h * w, Scratch::default, |sc, i, o| {
             avg_bwd_plane(&g, &gr[i * ho * wo..(i + 1) * ho * wo], &inv, o, sc)
         });
         Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
@@ -148,10 +143,9 @@ impl CustomOp1 for Subsample {
         let (b, c, h, w) = l.shape().dims4()?;
         let x = slice(st, l)?;
         let (ho, wo) = self.out_hw(h, w);
-        let mut out = vec![0f32; b * c * ho * wo];
         let (sh, sw, relu) = (self.sh, self.sw, self.relu);
         let base = self.h0 * w + self.w0;
-        out.par_chunks_mut(ho * wo).enumerate().for_each(|(i, o)| {
+        let out = par_chunks_zeroed(b * c * ho * wo, ho * wo, || (), |_, i, o| {
             let xp = &x[i * h * w + base..(i + 1) * h * w];
             for oh in 0..ho {
                 let row = &xp[oh * sh * w..];
@@ -171,8 +165,7 @@ impl CustomOp1 for Subsample {
         let base = self.h0 * w + self.w0;
         let out = with_slice(grad, |gr| {
             with_slice(res, |ys| {
-                let mut out = vec![0f32; b * c * h * w];
-                out.par_chunks_mut(h * w).enumerate().for_each(|(i, o)| {
+                let out = par_chunks_zeroed(b * c * h * w, h * w, || (), |_, i, o| {
                     let gp = &gr[i * ho * wo..(i + 1) * ho * wo];
                     let yp = &ys[i * ho * wo..(i + 1) * ho * wo];
                     let o = &mut o[base..];

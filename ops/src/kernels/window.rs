@@ -81,10 +81,27 @@ pub fn build_phases(g: &PGeo, x: &[f32], pad: f32, relu: bool, buf: &mut Vec<f32
             }
         }
     } else {
+        // Row by row, one phase column at a time: input columns iw ≡ rw - p (mod s) land
+        // contiguously in phase plane (rh, rw), so the inner loop is a strided read and a
+        // contiguous write with no division per element.
+        let s = g.s;
         for ih in 0..g.h {
             let row = &x[ih * w..(ih + 1) * w];
-            for (iw, &v) in row.iter().enumerate() {
-                buf[g.pos(ih + p, iw + p)] = if relu && !(v > 0.0) { 0.0 } else { v };
+            let (rh, qh) = ((ih + p) % s, (ih + p) / s);
+            for rw in 0..s {
+                // first input column with (iw + p) % s == rw
+                let iw0 = (rw + s - p % s) % s;
+                if iw0 >= w {
+                    continue;
+                }
+                let q0 = (iw0 + p) / s;
+                let base = (rh * s + rw) * g.pq + qh * g.wq + q0;
+                debug_assert_eq!(base, g.pos(ih + p, iw0 + p));
+                let n = (w - iw0).div_ceil(s);
+                let dst = &mut buf[base..base + n];
+                for (d, &v) in dst.iter_mut().zip(row[iw0..].iter().step_by(s)) {
+                    *d = if relu && !(v > 0.0) { 0.0 } else { v };
+                }
             }
         }
     }
@@ -100,9 +117,22 @@ pub fn gather(g: &PGeo, buf: &[f32], out: &mut [f32]) {
             out[ih * w..(ih + 1) * w].copy_from_slice(&buf[o..o + w]);
         }
     } else {
+        // the inverse of `build_phases`' strided copy
+        let s = g.s;
         for ih in 0..g.h {
-            for iw in 0..w {
-                out[ih * w + iw] = buf[g.pos(ih + p, iw + p)];
+            let row = &mut out[ih * w..(ih + 1) * w];
+            let (rh, qh) = ((ih + p) % s, (ih + p) / s);
+            for rw in 0..s {
+                let iw0 = (rw + s - p % s) % s;
+                if iw0 >= w {
+                    continue;
+                }
+                let q0 = (iw0 + p) / s;
+                let base = (rh * s + rw) * g.pq + qh * g.wq + q0;
+                let n = (w - iw0).div_ceil(s);
+                for (o, &v) in row[iw0..].iter_mut().step_by(s).zip(&buf[base..base + n]) {
+                    *o = v;
+                }
             }
         }
     }
