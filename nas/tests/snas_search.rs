@@ -3,43 +3,17 @@
 //! the result, a resumed run equals an uninterrupted one, and a stronger
 //! resource_lambda gives a cheaper expected child network.
 
+mod common;
+
 use std::path::Path;
 
 use nasflow_nas::darts::search::{SearchOutcome, SearchState};
-use nasflow_nas::data::{Augment, DataSplits, Dataset};
+use nasflow_nas::data::{Augment, DataSplits};
 use nasflow_nas::snas::{search, ArchOptimizer, Estimator, Penalty, SnasConfig, Temperature};
 use nasflow_nas::train::Silent;
 
-/// Images whose class shows in their brightness, so there is something to learn.
-fn dataset(n: usize, seed: u8) -> Dataset {
-    let (c, h, w, classes) = (3, 8, 8, 4);
-    let mut images = Vec::with_capacity(n * c * h * w);
-    let mut labels = Vec::with_capacity(n);
-    for i in 0..n {
-        let label = (i % classes) as u8;
-        labels.push(label);
-        for p in 0..c * h * w {
-            let noise = ((i * 31 + p * 17 + seed as usize * 7) % 50) as u8;
-            images.push(label * 50 + noise);
-        }
-    }
-    Dataset {
-        images,
-        labels,
-        channels: c,
-        height: h,
-        width: w,
-        num_classes: classes,
-        mean: vec![0.5; c],
-        std: vec![0.25; c],
-    }
-}
-
 fn splits() -> DataSplits {
-    DataSplits {
-        train: dataset(16, 1),
-        test: dataset(8, 2),
-    }
+    common::splits(16, 8)
 }
 
 fn tiny(epochs: usize) -> SnasConfig {

@@ -1,39 +1,15 @@
 //! Retraining a genotype and evaluating it, on tiny synthetic data (C=4, L=3,
 //! 8×8 images, two steps per epoch).
 
-use nasflow_nas::data::{Augment, DataSplits, Dataset};
+mod common;
+
+use nasflow_nas::data::{Augment, DataSplits};
 use nasflow_nas::genotype::builtin;
 use nasflow_nas::train::retrain::{evaluate, train, TrainConfig};
 use nasflow_nas::train::Silent;
 
-fn dataset(n: usize, seed: usize) -> Dataset {
-    let (c, h, w, classes) = (3, 8, 8, 4);
-    let mut images = Vec::with_capacity(n * c * h * w);
-    let mut labels = Vec::with_capacity(n);
-    for i in 0..n {
-        let label = (i % classes) as u8;
-        labels.push(label);
-        for p in 0..c * h * w {
-            images.push(label * 50 + ((i * 31 + p * 17 + seed * 7) % 50) as u8);
-        }
-    }
-    Dataset {
-        images,
-        labels,
-        channels: c,
-        height: h,
-        width: w,
-        num_classes: classes,
-        mean: vec![0.5; c],
-        std: vec![0.25; c],
-    }
-}
-
 fn splits() -> DataSplits {
-    DataSplits {
-        train: dataset(12, 1),
-        test: dataset(6, 2),
-    }
+    common::splits(12, 6)
 }
 
 fn tiny(epochs: usize) -> TrainConfig {
