@@ -18,28 +18,8 @@ fn edge(op: &str, input: usize) -> Edge {
     }
 }
 
-fn darts_cell(entries: &[(&str, usize)]) -> Cell {
-    Cell {
-        nodes: entries
-            .chunks(2)
-            .map(|p| p.iter().map(|&(o, i)| edge(o, i)).collect())
-            .collect(),
-        concat: vec![2, 3, 4, 5],
-    }
-}
-
-#[rustfmt::skip]
 fn darts_v2() -> Genotype {
-    Genotype {
-        normal: darts_cell(&[
-            ("sep_conv_3x3", 0), ("sep_conv_3x3", 1), ("sep_conv_3x3", 0), ("sep_conv_3x3", 1),
-            ("sep_conv_3x3", 1), ("skip_connect", 0), ("skip_connect", 0), ("dil_conv_3x3", 2),
-        ]),
-        reduce: darts_cell(&[
-            ("max_pool_3x3", 0), ("max_pool_3x3", 1), ("skip_connect", 2), ("max_pool_3x3", 1),
-            ("max_pool_3x3", 0), ("skip_connect", 2), ("skip_connect", 2), ("max_pool_3x3", 1),
-        ]),
-    }
+    nasflow_nas::genotype::builtin("DARTS_V2").unwrap()
 }
 
 fn cfg(in_channels: usize, layers: usize, auxiliary: bool) -> EvalNetConfig {
