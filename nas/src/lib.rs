@@ -9,5 +9,6 @@ pub mod genotype;
 pub mod params;
 pub mod rng;
 pub mod snas;
+pub mod space;
 pub mod train;
 pub mod visualize;

@@ -5,7 +5,7 @@
 //! by thresholding the switches' prior variances γ.
 //!
 //! * [`ops`]: the op family and CReduct preprocessing;
-//! * [`space`]: the search-space description (DARTS's and BayesNAS's);
+//! * [`space`]: its search space, an implementation of [`crate::space::SearchSpace`];
 //! * [`supernet`]: the one-shot network with switches;
 //! * [`hessian`], [`update`]: diagonal Hessian and the closed-form γ/ω step;
 //! * [`search`]: the search loop; [`artifacts`]: its files;
@@ -20,3 +20,5 @@ pub mod search;
 pub mod space;
 pub mod supernet;
 pub mod update;
+
+pub use space::BayesNasSpace;

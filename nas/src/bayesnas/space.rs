@@ -1,64 +1,9 @@
-//! Search spaces as data: which edges a cell has (input state → node), which
-//! candidate ops sit on each, and the stride rule. DARTS's 14-edge DAG and
-//! BayesNAS's fixed 8-edge cells (spec §6.1) are two values of one trait, so
-//! derivation, artifacts and drawings read the topology from here rather
-//! than hard-coding it.
-//!
-//! States are numbered as in genotypes: 0 = c_{k-2}, 1 = c_{k-1}, 2 + i =
-//! intermediate node i.
+//! The BayesNAS search space (spec §4.2, §6.1) as a [`SearchSpace`]: its
+//! fixed 8-edge normal and reduction cells, 7 ops and the switch names the
+//! artifacts use.
 
-use crate::genotype::{BAYESNAS_OPS, DARTS_PRIMITIVES};
-
-/// One edge of a cell: `op(state[input])` flows into node `node`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EdgeSpec {
-    /// The name artifacts use (BayesNAS: `in0_0`, ..., `sel_0_3`; DARTS: `e{k}`).
-    pub name: String,
-    pub input: usize,
-    pub node: usize,
-}
-
-pub trait SearchSpace {
-    fn name(&self) -> &'static str;
-    /// Candidate ops of every edge, in column order.
-    fn ops(&self) -> &'static [&'static str];
-    /// Intermediate nodes per cell (all concatenated into the output).
-    fn nodes(&self) -> usize;
-    /// The edges of a normal (`reduction == false`) or reduction cell.
-    fn edges(&self, reduction: bool) -> Vec<EdgeSpec>;
-    /// Ops reading a cell input of a reduction cell halve the resolution.
-    fn stride(&self, reduction: bool, input: usize) -> usize {
-        if reduction && input < 2 {
-            2
-        } else {
-            1
-        }
-    }
-}
-
-/// DARTS (and SNAS): node i reads every earlier state, 14 edges, 8 ops.
-pub struct DartsSpace;
-
-impl SearchSpace for DartsSpace {
-    fn name(&self) -> &'static str {
-        "darts"
-    }
-    fn ops(&self) -> &'static [&'static str] {
-        &DARTS_PRIMITIVES
-    }
-    fn nodes(&self) -> usize {
-        4
-    }
-    fn edges(&self, _reduction: bool) -> Vec<EdgeSpec> {
-        let mut out = Vec::new();
-        for node in 0..4 {
-            for input in 0..node + 2 {
-                out.push(EdgeSpec { name: format!("e{}", out.len()), input, node });
-            }
-        }
-        out
-    }
-}
+use crate::genotype::BAYESNAS_OPS;
+pub use crate::space::{EdgeSpec, SearchSpace};
 
 /// BayesNAS (spec §4.2): 8 fixed edges, 7 ops, no `none`.
 ///
@@ -101,7 +46,7 @@ impl SearchSpace for BayesNasSpace {
     fn name(&self) -> &'static str {
         "bayesnas"
     }
-    fn ops(&self) -> &'static [&'static str] {
+    fn ops(&self) -> &[&'static str] {
         &BAYESNAS_OPS
     }
     fn nodes(&self) -> usize {
@@ -119,14 +64,13 @@ impl SearchSpace for BayesNasSpace {
     }
 }
 
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn topologies_match_spec() {
-        let darts = DartsSpace.edges(false);
-        assert_eq!(darts.len(), crate::darts::model_search::edges_for_steps(4));
         let n: Vec<(usize, usize)> = BayesNasSpace.edges(false).iter().map(|e| (e.input, e.node)).collect();
         // n0..n2 <- {c_{k-1}, c_{k-2}}, n3 <- {c_{k-2}, n0}
         assert_eq!(n, vec![(1, 0), (1, 1), (1, 2), (0, 0), (0, 1), (0, 2), (0, 3), (2, 3)]);

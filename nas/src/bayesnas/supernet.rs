@@ -11,14 +11,14 @@ use candle_nn::{ModuleT, VarBuilder};
 
 use super::network::{BayesNetConfig, Head, Stem};
 use super::ops::{BayesOp, BayesOpModule, CReduct};
-use super::space::{BayesNasSpace, EdgeSpec, SearchSpace, SWITCHES};
+use super::space::{BayesNasSpace, SWITCHES};
+use crate::space::{run_cell, EdgeSpec, SearchSpace};
 
 /// Edges per cell and switches per edge.
 pub const EDGES: usize = 8;
 pub const NUM_SWITCHES: usize = SWITCHES.len();
 
 struct SwitchEdge {
-    spec: EdgeSpec,
     ops: Vec<BayesOpModule>,
 }
 
@@ -43,29 +43,15 @@ struct SwitchCell {
     reduction: bool,
     pre0: CReduct,
     pre1: CReduct,
+    /// The space's edges of this cell type, and their modules in the same order.
+    specs: Vec<EdgeSpec>,
     edges: Vec<SwitchEdge>,
 }
 
 impl SwitchCell {
     fn forward_t(&self, s0: &Tensor, s1: &Tensor, switches: &Tensor, train: bool) -> Result<Tensor> {
-        let mut states = vec![self.pre0.forward_t(s0, train)?, self.pre1.forward_t(s1, train)?];
-        for node in 0..BayesNasSpace.nodes() {
-            let mut sum: Option<Tensor> = None;
-            for (e, edge) in self.edges.iter().enumerate() {
-                if edge.spec.node != node {
-                    continue;
-                }
-                let y = edge.forward_t(&states[edge.spec.input], &switches.get(e)?, train)?;
-                sum = Some(match sum {
-                    None => y,
-                    Some(s) => (s + y)?,
-                });
-            }
-            match sum {
-                Some(s) => states.push(s),
-                None => candle_core::bail!("BayesNAS cell: node {node} has no edge"),
-            }
-        }
+        let inputs = vec![self.pre0.forward_t(s0, train)?, self.pre1.forward_t(s1, train)?];
+        let states = run_cell(&self.specs, BayesNasSpace.nodes(), inputs, |e, x| self.edges[e].forward_t(x, &switches.get(e)?, train))?;
         Tensor::cat(&states[2..], 1)
     }
 }
@@ -88,20 +74,22 @@ impl Supernet {
         let mut switches = Vec::new();
         for (i, (c_pp, c_p, c, reduction, reduction_prev)) in cfg.cell_shapes().into_iter().enumerate() {
             let vb_cell = vb.pp(format!("cells.{i}"));
+            let specs = BayesNasSpace.edges(reduction);
             let mut edges = Vec::new();
-            for spec in BayesNasSpace.edges(reduction) {
+            for spec in &specs {
                 let stride = BayesNasSpace.stride(reduction, spec.input);
                 let vb_edge = vb_cell.pp(format!("edges.{}", spec.name));
                 let ops = BayesOp::ALL
                     .iter()
                     .map(|&o| BayesOpModule::new(o, c, stride, vb_edge.pp(o.name())))
                     .collect::<Result<Vec<_>>>()?;
-                edges.push(SwitchEdge { spec, ops });
+                edges.push(SwitchEdge { ops });
             }
             cells.push(SwitchCell {
                 reduction,
                 pre0: CReduct::new(c_pp, c, reduction_prev, vb_cell.pp("pre0"))?,
                 pre1: CReduct::new(c_p, c, false, vb_cell.pp("pre1"))?,
+                specs,
                 edges,
             });
             switches.push(Var::ones((EDGES, NUM_SWITCHES), DType::F32, vb.device())?);

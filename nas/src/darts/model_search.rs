@@ -1,4 +1,6 @@
-//! The DARTS search supernet (DARTS `model_search.py`): every edge of a cell is
+//! The DARTS search supernet (DARTS `model_search.py`): the cell topology and
+//! stride rule come from [`DartsSpace`] (the same [`SearchSpace`] abstraction
+//! the BayesNAS one-shot net is built from), every edge of a cell is
 //! a MixedOp, the weighted sum of all candidate ops, and the mixing weights
 //! come from outside (softmax(alpha) for DARTS, Gumbel samples for SNAS), so
 //! one network serves every gradient-based search method.
@@ -12,6 +14,7 @@ use nasflow_ops::{conv2d, drop_path, BatchNorm, FactorizedReduce, Op, Primitive,
 use rand::Rng as _;
 
 use crate::rng::Rng;
+use crate::space::{run_cell, DartsSpace, EdgeSpec, SearchSpace};
 
 /// Drop path on every edge's mixed-op output during training (SNAS search,
 /// spec §3.5: constant probability, nothing exempt). DARTS search has none.
@@ -54,7 +57,7 @@ pub fn is_reduction(layer: usize, layers: usize) -> bool {
 /// Number of edges of a cell with `steps` intermediate nodes: node i has
 /// i+2 predecessors (the two cell inputs and the earlier nodes).
 pub fn edges_for_steps(steps: usize) -> usize {
-    (0..steps).map(|i| i + 2).sum()
+    DartsSpace::new(steps, Vec::new()).edges(false).len()
 }
 
 // ---------------------------------------------------------------- shared parts
@@ -204,24 +207,25 @@ impl MixedOp {
     }
 }
 
-/// A search cell: two preprocessed inputs, `steps` nodes each summing a
-/// MixedOp over every earlier state, output = concat of the last
-/// `multiplier` nodes.
+/// A search cell: two preprocessed inputs, then the nodes of the search
+/// space's DAG (for DARTS, node i sums a MixedOp over every earlier state);
+/// output = concat of the last `multiplier` nodes.
 struct SearchCell {
     reduction: bool,
     pre0: Preprocess,
     pre1: Preprocess,
-    /// In DARTS edge order: node 0's edges (from h0, h1), node 1's (h0, h1, n0), ...
+    /// The space's edges, and one MixedOp per edge in the same order.
+    specs: Vec<EdgeSpec>,
     edges: Vec<MixedOp>,
-    steps: usize,
+    nodes: usize,
     multiplier: usize,
 }
 
 impl SearchCell {
     #[allow(clippy::too_many_arguments)]
     fn new(
+        space: &DartsSpace,
         primitives: &[Primitive],
-        steps: usize,
         multiplier: usize,
         c_pp: usize,
         c_p: usize,
@@ -232,26 +236,19 @@ impl SearchCell {
     ) -> Result<Self> {
         let pre0 = Preprocess::new(c_pp, c, reduction_prev, false, vb.pp("preprocess0"))?;
         let pre1 = Preprocess::new(c_p, c, false, false, vb.pp("preprocess1"))?;
-        let mut edges = Vec::new();
-        for i in 0..steps {
-            for j in 0..i + 2 {
-                // Only edges leaving the cell inputs change resolution.
-                let stride = if reduction && j < 2 { 2 } else { 1 };
-                let e = edges.len();
-                edges.push(MixedOp::new(
-                    primitives,
-                    c,
-                    stride,
-                    vb.pp(format!("edges.{e}")),
-                )?);
-            }
+        let specs = space.edges(reduction);
+        let mut edges = Vec::with_capacity(specs.len());
+        for (e, spec) in specs.iter().enumerate() {
+            let stride = space.stride(reduction, spec.input);
+            edges.push(MixedOp::new(primitives, c, stride, vb.pp(format!("edges.{e}")))?);
         }
         Ok(Self {
             reduction,
             pre0,
             pre1,
+            specs,
             edges,
-            steps,
+            nodes: space.nodes(),
             multiplier,
         })
     }
@@ -264,32 +261,14 @@ impl SearchCell {
         train: bool,
         mut drop: Option<&mut EdgeDropPath>,
     ) -> Result<Tensor> {
-        let mut states = vec![
-            self.pre0.forward_t(s0, train)?,
-            self.pre1.forward_t(s1, train)?,
-        ];
-        let mut edge = 0;
-        for _ in 0..self.steps {
-            let mut node: Option<Tensor> = None;
-            for state in &states {
-                let mut y = self.edges[edge].forward_t(state, &weights.get(edge)?, train)?;
-                if let Some(d) = drop.as_deref_mut() {
-                    if train && d.prob > 0.0 {
-                        y = d.apply(&y)?;
-                    }
-                }
-                node = Some(match node {
-                    None => y,
-                    Some(n) => (n + y)?,
-                });
-                edge += 1;
+        let inputs = vec![self.pre0.forward_t(s0, train)?, self.pre1.forward_t(s1, train)?];
+        let states = run_cell(&self.specs, self.nodes, inputs, |e, x| {
+            let y = self.edges[e].forward_t(x, &weights.get(e)?, train)?;
+            match drop.as_deref_mut() {
+                Some(d) if train && d.prob > 0.0 => d.apply(&y),
+                _ => Ok(y),
             }
-            // Every node has at least two predecessors, so `node` is set.
-            match node {
-                Some(n) => states.push(n),
-                None => bail!("search cell node without predecessors"),
-            }
-        }
+        })?;
         Tensor::cat(&states[states.len() - self.multiplier..], 1)
     }
 }
@@ -316,14 +295,15 @@ impl SearchNetwork {
         let (mut c_pp, mut c_p, mut c) = (c_stem, c_stem, cfg.init_channels);
         let mut reduction_prev = false;
         let mut cells = Vec::with_capacity(cfg.layers);
+        let space = DartsSpace::new(cfg.steps, primitives.iter().map(|p| p.name()).collect());
         for i in 0..cfg.layers {
             let reduction = is_reduction(i, cfg.layers);
             if reduction {
                 c *= 2;
             }
             cells.push(SearchCell::new(
+                &space,
                 primitives,
-                cfg.steps,
                 cfg.multiplier,
                 c_pp,
                 c_p,
@@ -340,7 +320,7 @@ impl SearchNetwork {
             stem,
             cells,
             classifier,
-            num_edges: edges_for_steps(cfg.steps),
+            num_edges: space.edges(false).len(),
             num_primitives: primitives.len(),
         })
     }

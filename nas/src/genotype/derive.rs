@@ -5,6 +5,7 @@
 //! order c_{k-2}, c_{k-1}, n_0, ...), one column per primitive.
 
 use super::{default_concat, Cell, Edge, Genotype, MAX_NODES, NONE_OP};
+use crate::space::{DartsSpace, SearchSpace};
 use anyhow::{bail, Result};
 
 /// The DARTS rule (spec §2.7): per node keep the two predecessors whose best
@@ -135,32 +136,24 @@ fn derive_cell(
 ) -> Result<Cell> {
     check(w, primitives, steps, which)?;
     let allowed = |k: usize| rule == Rule::EdgeAll || primitives[k] != NONE_OP;
+    // The DARTS DAG: row e of `w` is edge e of the space (same order as the supernet).
+    let specs = DartsSpace::new(steps, Vec::new()).edges(false);
     let mut nodes = Vec::with_capacity(steps);
-    let mut start = 0;
     for i in 0..steps {
-        let rows = &w[start..start + i + 2];
-        // (predecessor, best op) per incoming edge; `check` guarantees an op exists.
-        let mut best: Vec<(usize, usize)> = Vec::with_capacity(rows.len());
-        for (j, row) in rows.iter().enumerate() {
-            match argmax(row, allowed) {
-                Some(k) => best.push((j, k)),
-                None => bail!(
-                    "cannot derive the {which} cell: no op to choose for edge {}",
-                    start + j
-                ),
+        // (edge, predecessor, best op) per incoming edge; `check` guarantees an op exists.
+        let mut best: Vec<(usize, usize, usize)> = Vec::with_capacity(i + 2);
+        for (e, spec) in specs.iter().enumerate().filter(|(_, s)| s.node == i) {
+            match argmax(&w[e], allowed) {
+                Some(k) => best.push((e, spec.input, k)),
+                None => bail!("cannot derive the {which} cell: no op to choose for edge {e}"),
             }
         }
-        // Stable sort, descending by the chosen op's weight: ties keep the lower j first.
-        best.sort_by(|a, b| rows[b.0][b.1].total_cmp(&rows[a.0][a.1]));
+        // Stable sort, descending by the chosen op's weight: ties keep the lower predecessor first.
+        best.sort_by(|a, b| w[b.0][b.2].total_cmp(&w[a.0][a.2]));
         if rule == Rule::Darts {
             best.truncate(2);
         }
-        nodes.push(
-            best.into_iter()
-                .map(|(j, k)| Edge::new(primitives[k], j))
-                .collect(),
-        );
-        start += i + 2;
+        nodes.push(best.into_iter().map(|(_, j, k)| Edge::new(primitives[k], j)).collect());
     }
     Ok(Cell {
         nodes,

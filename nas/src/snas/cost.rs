@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use nasflow_ops::Primitive;
 
 use crate::darts::model_search::is_reduction;
+use crate::space::{DartsSpace, SearchSpace};
 
 /// The three static costs of one op on one edge.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -91,17 +92,16 @@ pub fn cell_costs(
         flops: Vec::new(),
         mac: Vec::new(),
     };
-    for i in 0..steps {
-        for j in 0..i + 2 {
-            let stride = if reduction && j < 2 { 2 } else { 1 };
-            let costs: Vec<OpCost> = primitives
-                .iter()
-                .map(|&p| op_cost(p, c, stride, y))
-                .collect::<Result<_>>()?;
-            out.size.push(costs.iter().map(|k| k.size).collect());
-            out.flops.push(costs.iter().map(|k| k.flops).collect());
-            out.mac.push(costs.iter().map(|k| k.mac).collect());
-        }
+    let space = DartsSpace::new(steps, primitives.iter().map(|p| p.name()).collect());
+    for spec in space.edges(reduction) {
+        let stride = space.stride(reduction, spec.input);
+        let costs: Vec<OpCost> = primitives
+            .iter()
+            .map(|&p| op_cost(p, c, stride, y))
+            .collect::<Result<_>>()?;
+        out.size.push(costs.iter().map(|k| k.size).collect());
+        out.flops.push(costs.iter().map(|k| k.flops).collect());
+        out.mac.push(costs.iter().map(|k| k.mac).collect());
     }
     Ok(out)
 }
