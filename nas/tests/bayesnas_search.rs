@@ -92,3 +92,33 @@ fn larger_lambda_prunes_more_switches() {
     let (weak, strong) = (pruned(1e-4), pruned(2.0));
     assert!(strong > weak, "lambda 2 pruned {strong} ops, lambda 1e-4 pruned {weak}");
 }
+
+#[test]
+fn resumed_search_equals_uninterrupted_one() {
+    let data = DataSplits { train: dataset(64, 1), test: dataset(8, 2) };
+    let two = BayesSearchConfig { t_max: 2, switch_steps: Some(4), ..tiny(0.05) };
+    let whole = search(&two, &data, tempfile::tempdir().unwrap().path(), &mut Silent).unwrap();
+
+    // A first attempt that stops after round 1 (as a killed run would, at a
+    // phase boundary), then the full run in the same folder resumes from it.
+    let dir = tempfile::tempdir().unwrap();
+    let one = BayesSearchConfig { t_max: 1, ..two.clone() };
+    search(&one, &data, dir.path(), &mut Silent).unwrap();
+    assert!(dir.path().join("checkpoint.json").exists());
+    let resumed = search(&two, &data, dir.path(), &mut Silent).unwrap();
+    assert_eq!(resumed.metrics.len(), 4);
+    assert_eq!(resumed.rounds.len(), 2);
+    assert_eq!(resumed.normal, whole.normal);
+    assert_eq!(resumed.reduce, whole.reduce);
+    assert_eq!(resumed.metrics, whole.metrics.iter().map(|m| {
+        // wall-clock seconds differ between runs; everything else must not
+        let mut m = m.clone();
+        m["seconds"] = resumed.metrics[m["round"].as_u64().unwrap() as usize * 2 + (m["phase"] == "switch") as usize]["seconds"].clone();
+        m
+    }).collect::<Vec<_>>());
+
+    // Another setting in the same folder is refused with advice, not mixed in.
+    let other = BayesSearchConfig { lambda_child: 0.5, ..two };
+    let err = search(&other, &data, dir.path(), &mut Silent).err().unwrap().to_string();
+    assert!(err.contains("lambda_child") && err.contains("delete it to restart"), "{err}");
+}

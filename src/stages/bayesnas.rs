@@ -17,7 +17,7 @@ pub fn search_spec() -> OpSpec {
     OpSpec {
         name: "bayesnas.search",
         version: 1,
-        doc: "BayesNAS search: a one-shot network over BayesNAS's 8-edge cells with edge and op switches; per round a warm-up pass (weights), a switch-training pass with the re-weighted group lasso, the diagonal switch Hessian and the closed-form gamma/omega update. Defaults are the reference's CIFAR-10 settings.",
+        doc: "BayesNAS search: a one-shot network over BayesNAS's 8-edge cells with edge and op switches; per round a warm-up pass (weights), a switch-training pass with the re-weighted group lasso, the diagonal switch Hessian and the closed-form gamma/omega update. Checkpoints after every phase: a killed search resumes where it stopped, with the same result. Defaults are the reference's CIFAR-10 settings.",
         params: vec![
             param("layers", ParamType::Int, json!(d.layers), "cells in the one-shot network (reductions at L/3, 2L/3)"),
             param("init_channels", ParamType::Int, json!(d.init_channels), "channels of the first cell (36 in the paper)"),

@@ -30,7 +30,8 @@ use super::update::SwitchStats;
 use crate::darts::search::non_trainable_vars;
 use crate::data::{batches, Augment, DataSplits, Dataset};
 use crate::rng::{rng_for, Rng};
-use crate::train::checkpoint::{save_safetensors_atomic, snapshot_varmap};
+use crate::darts::search::check_resumable;
+use crate::train::checkpoint::{restore_varmap, save_safetensors_atomic, snapshot_varmap, Checkpoint};
 use crate::train::metrics::{ensure_finite, scalar, top1_percent, Meter};
 use crate::train::optim::Sgd;
 use crate::train::Observer;
@@ -258,7 +259,54 @@ pub fn switch_hessian(
     h
 }
 
-/// Runs the search; the supernet weights are written to `work_dir`.
+/// What a checkpoint keeps besides tensors: everything the loop accumulates.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct History {
+    /// One record per completed phase (its length is the resume point).
+    metrics: Vec<Value>,
+    normal: SwitchStats,
+    reduce: SwitchStats,
+    rounds: Vec<(SwitchStats, SwitchStats)>,
+    /// The Hessian probe stream is one stream for the whole run; its position
+    /// (a u128, as a string for JSON) makes a resumed run draw the same probes.
+    hessian_rng_word_pos: String,
+}
+
+/// Writes `work_dir/checkpoint.*` after a phase (atomic; see [`Checkpoint`]).
+#[allow(clippy::too_many_arguments)]
+fn save_checkpoint(
+    work_dir: &Path,
+    config_json: &Value,
+    varmap: &VarMap,
+    sgd_w: &Sgd,
+    sgd_s: &Sgd,
+    switch_vars: &[(String, candle_core::Var)],
+    hess_rng: &Rng,
+    [normal, reduce]: [&SwitchStats; 2],
+    rounds: &[(SwitchStats, SwitchStats)],
+    metrics: &[Value],
+) -> Result<()> {
+    let history = History {
+        metrics: metrics.to_vec(),
+        normal: normal.clone(),
+        reduce: reduce.clone(),
+        rounds: rounds.to_vec(),
+        hessian_rng_word_pos: hess_rng.get_word_pos().to_string(),
+    };
+    let extra = switch_vars.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?))).collect::<candle_core::Result<_>>()?;
+    Checkpoint {
+        model: snapshot_varmap(varmap)?,
+        optimizers: [("weights".to_string(), sgd_w.state()), ("switches".to_string(), sgd_s.state())].into_iter().collect(),
+        extra,
+        meta: json!({ "config": config_json, "history": history }),
+    }
+    .save(work_dir)
+}
+
+/// Runs the search; the supernet weights are written to `work_dir`. A
+/// checkpoint is written there after every phase, and a rerun with the same
+/// settings (t_max may grow) resumes after the last completed phase, with
+/// the same results as an uninterrupted run.
 pub fn search(cfg: &BayesSearchConfig, data: &DataSplits, work_dir: &Path, observer: &mut dyn Observer) -> Result<BayesSearchOutcome> {
     cfg.validate()?;
     let device = Device::Cpu;
@@ -287,18 +335,41 @@ pub fn search(cfg: &BayesSearchConfig, data: &DataSplits, work_dir: &Path, obser
     let n_reduce = net.cells_of(true).len();
     let mut normal = SwitchStats::initial(n_normal);
     let mut reduce = SwitchStats::initial(n_reduce);
-    let mut rounds = Vec::new();
-    let mut metrics = Vec::new();
+    let mut rounds: Vec<(SwitchStats, SwitchStats)> = Vec::new();
+    let mut metrics: Vec<Value> = Vec::new();
     let mut hess_rng = rng_for(cfg.seed, STREAM_HESSIAN);
     let no_cutout = Augment { cutout: 0, ..cfg.augment.clone() };
     let advice = "lower lr / switch_lr or the lambdas and rerun.";
 
-    for round in 0..cfg.t_max {
-        for (p, (phase, ds, aug, cap)) in
-            [("warmup", &warm, &cfg.augment, cfg.warmup_steps), ("switch", &sw, &no_cutout, cfg.switch_steps)].into_iter().enumerate()
+    // Resume from the checkpoint of the last completed phase, if any.
+    let config_json = cfg.to_json();
+    let first_phase = match Checkpoint::load(work_dir, &device)? {
+        None => 0,
+        Some(ck) => {
+            check_resumable(&ck.meta, &config_json, "t_max", 2 * cfg.t_max, "phases", work_dir)?;
+            restore_varmap(&varmap, &ck.model, "bayesnas.search checkpoint")?;
+            sgd_w.load_state(ck.optimizer("weights"))?;
+            sgd_s.load_state(ck.optimizer("switches"))?;
+            for (name, v) in &switch_vars {
+                v.set(ck.extra(name)?)?;
+            }
+            let h: History = serde_json::from_value(ck.meta["history"].clone()).with_context(|| {
+                format!("bayesnas.search checkpoint in {} has no readable history; delete it to restart", work_dir.display())
+            })?;
+            let pos: u128 = h.hessian_rng_word_pos.parse().with_context(|| format!("bayesnas.search checkpoint in {}: bad RNG position", work_dir.display()))?;
+            hess_rng.set_word_pos(pos);
+            (normal, reduce, rounds, metrics) = (h.normal, h.reduce, h.rounds, h.metrics);
+            tracing::info!(phase = metrics.len(), "bayesnas.search: resuming from checkpoint in {}", work_dir.display());
+            metrics.len()
+        }
+    };
+
+    let phases = [("warmup", &warm, &cfg.augment, cfg.warmup_steps), ("switch", &sw, &no_cutout, cfg.switch_steps)];
+    for index in first_phase..2 * cfg.t_max {
+        let (round, p) = (index / 2, index % 2);
+        let (phase, ds, aug, cap) = phases[p];
         {
             let started = Instant::now();
-            let index = 2 * round + p;
             let full = ds.len() / cfg.batch_size; // drop_last, as the reference
             let steps = cap.map_or(full, |c| c.min(full));
             observer.epoch_start(index, 2 * cfg.t_max, steps);
@@ -348,8 +419,9 @@ pub fn search(cfg: &BayesSearchConfig, data: &DataSplits, work_dir: &Path, obser
             record["valid_acc"] = json!(va);
             record["seconds"] = json!(started.elapsed().as_secs_f64());
             tracing::info!(round, phase, train_loss = loss_m.mean(), valid_acc = va, "bayesnas phase done");
+            metrics.push(record.clone());
+            save_checkpoint(work_dir, &config_json, &varmap, &sgd_w, &sgd_s, &switch_vars, &hess_rng, [&normal, &reduce], &rounds, &metrics)?;
             observer.epoch_end(&record);
-            metrics.push(record);
         }
     }
 

@@ -497,7 +497,7 @@ pub fn run_search(
     let resumed_from_epoch = match Checkpoint::load(work_dir, &device)? {
         None => 0,
         Some(ck) => {
-            check_resumable(&ck.meta, &config_json, cfg.epochs, work_dir)?;
+            check_resumable(&ck.meta, &config_json, "epochs", cfg.epochs, "epochs", work_dir)?;
             restore_varmap(varmap, &ck.model, "search checkpoint")?;
             sgd.load_state(ck.optimizer("weights"))?;
             method.load_state(ck.optimizer("arch"))?;
@@ -708,19 +708,22 @@ pub fn non_trainable_vars(
     Ok(out)
 }
 
-/// Refuses to resume under a different configuration (only `epochs` may
-/// grow), or past the requested number of epochs.
+/// Refuses to resume under a different configuration (only `growable`, the
+/// loop's length setting, may change), or past `limit` completed `unit`s
+/// (counted as `history.metrics` records).
 pub(crate) fn check_resumable(
     meta: &Value,
     current: &Value,
-    epochs: usize,
+    growable: &str,
+    limit: usize,
+    unit: &str,
     dir: &Path,
 ) -> Result<()> {
     let saved = &meta["config"];
     let mut differing = Vec::new();
     if let (Some(saved), Some(current)) = (saved.as_object(), current.as_object()) {
         for (key, value) in current {
-            if key != "epochs" && saved.get(key) != Some(value) {
+            if key != growable && saved.get(key) != Some(value) {
                 differing.push(format!(
                     "{key}: checkpoint {} vs now {}",
                     saved.get(key).unwrap_or(&Value::Null),
@@ -742,9 +745,9 @@ pub(crate) fn check_resumable(
         );
     }
     let done = meta["history"]["metrics"].as_array().map_or(0, |m| m.len());
-    if done > epochs {
+    if done > limit {
         bail!(
-            "the checkpoint in {} has {done} epochs done, more than the {epochs} asked for; delete it to restart",
+            "the checkpoint in {} has {done} {unit} done, more than the {limit} asked for; delete it to restart",
             dir.display()
         );
     }

@@ -243,7 +243,7 @@ pub fn train(
         Some(ck) => {
             let mut meta = ck.meta.clone();
             // check_resumable counts epochs done from history.metrics.
-            check_resumable(&meta, &cfg.to_json(), cfg.epochs, work_dir)?;
+            check_resumable(&meta, &cfg.to_json(), "epochs", cfg.epochs, "epochs", work_dir)?;
             restore_varmap(&varmap, &ck.model, "train checkpoint")?;
             sgd.load_state(ck.optimizer("weights"))?;
             metrics =
