@@ -5,7 +5,9 @@
 #   bench/run.sh                 # every case (about 10-20 minutes on 2 cores)
 #   bench/run.sh edge_64x16x32   # only the named cases
 #
-# Environment: BENCH_THREADS (default 2), BENCH_ITERS / BENCH_WARMUP (override
+# Environment: BENCH_DEVICE (cpu, the default, or cuda: builds with
+# `--features cuda`, runs both sides on GPU 0 and writes bench/RESULTS-cuda.md
+# instead), BENCH_THREADS (default 2), BENCH_ITERS / BENCH_WARMUP (override
 # the per-case defaults), BENCH_PYTHON (a Python with torch; default
 # bench/.venv, created here with torch+numpy if missing: ~5 GB, ~3 min).
 # PyTorch is needed only for this benchmark, never by nasflow or its tests.
@@ -13,6 +15,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 threads="${BENCH_THREADS:-2}"
+device="${BENCH_DEVICE:-cpu}"
+case "$device" in
+    cpu) features=(); results=bench/RESULTS.md; notes=bench/PROFILE.md ;;
+    cuda) features=(--features cuda); results=bench/RESULTS-cuda.md; notes=/dev/null ;;
+    *) echo "bench: BENCH_DEVICE=$device: expected cpu or cuda" >&2; exit 2 ;;
+esac
+export BENCH_DEVICE="$device"
 py="${BENCH_PYTHON:-bench/.venv/bin/python}"
 if [ ! -x "$py" ]; then
     echo "bench: creating bench/.venv with torch and numpy (only for this benchmark)" >&2
@@ -21,7 +30,7 @@ if [ ! -x "$py" ]; then
     py=bench/.venv/bin/python
 fi
 
-cargo build --release -p nasflow-nas --example bench
+cargo build --release -p nasflow-nas --example bench "${features[@]}"
 bin=target/release/examples/bench
 
 if [ "$#" -gt 0 ]; then cases=("$@"); else mapfile -t cases < <("$bin" --list | cut -f1); fi
@@ -45,5 +54,5 @@ load_after="$(uptime)"
 
 "$py" bench/report.py --raw "$raw" --cases <("$bin" --list) \
     --load-before "$load_before" --load-after "$load_after" --threads "$threads" \
-    --notes bench/PROFILE.md >bench/RESULTS.md
-echo "bench: wrote bench/RESULTS.md (raw lines: $raw)" >&2
+    --device "$device" --notes "$notes" >"$results"
+echo "bench: wrote $results (raw lines: $raw)" >&2

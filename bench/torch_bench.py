@@ -7,6 +7,7 @@ prints one JSON line per case. Needed only for the benchmark, never by
 nasflow, its tests or CI.
 
     OMP_NUM_THREADS=2 python bench/torch_bench.py CASE
+    BENCH_DEVICE=cuda python bench/torch_bench.py CASE   # on a GPU
 """
 
 import json
@@ -23,6 +24,15 @@ THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 torch.set_num_threads(THREADS)
 torch.manual_seed(0)
 RSS_AFTER_IMPORT_MB = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+# Every tensor and parameter is created on this device (cpu, or cuda on a GPU
+# machine: the same side as nasflow's BENCH_DEVICE).
+DEVICE = os.environ.get("BENCH_DEVICE", "cpu")
+torch.set_default_device(DEVICE)
+
+
+def sync():
+    if DEVICE.startswith("cuda"):
+        torch.cuda.synchronize()
 
 DARTS_OPS = [
     "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
@@ -354,17 +364,20 @@ def main():
     iters = int(os.environ.get("BENCH_ITERS", iters))
     for _ in range(int(os.environ.get("BENCH_WARMUP", "2"))):
         step()
+    sync()
     times = []
     for _ in range(max(iters, 1)):
         t = time.perf_counter()
         step()
+        sync()
         times.append((time.perf_counter() - t) * 1e3)
     times.sort()
     print(json.dumps({
         "side": "torch", "case": case, "median_ms": times[len(times) // 2], "min_ms": times[0],
         "iters": len(times), "threads": torch.get_num_threads(),
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
-        "rss_after_import_mb": RSS_AFTER_IMPORT_MB, "torch": torch.__version__,
+        "rss_after_import_mb": RSS_AFTER_IMPORT_MB, "torch": torch.__version__, "device": DEVICE,
+        "gpu_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if DEVICE.startswith("cuda") else None,
     }))
 
 

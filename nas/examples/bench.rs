@@ -7,7 +7,9 @@
 //!
 //! Prints one JSON line: case, median/min ms per step, iterations, threads,
 //! peak RSS (VmHWM). Environment: RAYON_NUM_THREADS (threads), BENCH_ITERS
-//! (timed iterations; default per case kind), BENCH_WARMUP (default 2).
+//! (timed iterations; default per case kind), BENCH_WARMUP (default 2),
+//! BENCH_DEVICE (`cpu`, the default, or `cuda`: needs `--features cuda`; each
+//! timed step then ends with a device synchronisation).
 //!
 //! Every case goes through the code paths nasflow trains with: the kernels of
 //! nasflow-ops, the supernet's MixedOp, `Darts::arch_step` + clip + `Sgd`,
@@ -66,16 +68,19 @@ fn main() -> Result<()> {
         }
         return Ok(());
     }
+    let device = dev()?;
     let mut step = build(case)?;
     let iters = env_usize("BENCH_ITERS")?.unwrap_or(default_iters(case));
     let warmup = env_usize("BENCH_WARMUP")?.unwrap_or(2);
     for _ in 0..warmup {
         step()?;
     }
+    device.synchronize()?;
     let mut ms = Vec::with_capacity(iters);
     for _ in 0..iters.max(1) {
         let t = Instant::now();
         step()?;
+        device.synchronize()?;
         ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
     ms.sort_by(f64::total_cmp);
@@ -86,6 +91,7 @@ fn main() -> Result<()> {
         "min_ms": ms[0],
         "iters": ms.len(),
         "threads": rayon::current_num_threads(),
+        "device": if device.is_cuda() { "cuda" } else { "cpu" },
         "peak_rss_mb": peak_rss_mb(),
         "tune_malloc": tuned,
     });
@@ -125,6 +131,20 @@ fn peak_rss_mb() -> Option<f64> {
 
 type Step = Box<dyn FnMut() -> Result<()>>;
 
+/// The device every case runs on (BENCH_DEVICE), opened once.
+fn dev() -> Result<&'static Device> {
+    static DEVICE: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+    if let Some(d) = DEVICE.get() {
+        return Ok(d);
+    }
+    let d = match std::env::var("BENCH_DEVICE").as_deref() {
+        Ok("cpu") | Err(_) => Device::Cpu,
+        Ok("cuda") => Device::new_cuda(0).context("BENCH_DEVICE=cuda: no CUDA device (build with `--features cuda` on a machine with a GPU)")?,
+        Ok(other) => bail!("BENCH_DEVICE={other}: expected cpu or cuda"),
+    };
+    Ok(DEVICE.get_or_init(|| d))
+}
+
 fn build(case: &str) -> Result<Step> {
     let mut rng = rng_for(0, 0);
     if let Some(op) = case.strip_prefix("op_") {
@@ -151,12 +171,12 @@ fn build(case: &str) -> Result<Step> {
 fn uniform(shape: &[usize], scale: f32, rng: &mut Rng) -> Result<Tensor> {
     let n = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
-    Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+    Ok(Tensor::from_vec(v, shape, dev()?)?)
 }
 
 fn labels(n: usize, classes: u32, rng: &mut Rng) -> Result<Tensor> {
     let v: Vec<u32> = (0..n).map(|_| rng.random_range(0..classes)).collect();
-    Ok(Tensor::from_vec(v, n, &Device::Cpu)?)
+    Ok(Tensor::from_vec(v, n, dev()?)?)
 }
 
 /// One kernel fwd + bwd of sum(y), gradients for x (and the weight).
@@ -203,7 +223,7 @@ fn single_op(op: &str, rng: &mut Rng) -> Result<Step> {
 /// BN without affine) fwd + bwd of sum(y): gradients for x, the op weights and α.
 fn mixed_edge(b: usize, c: usize, hw: usize, stride: usize, rng: &mut Rng) -> Result<Step> {
     let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, dev()?);
     let edge = MixedOp::new(&Primitive::DARTS, c, stride, vb)?;
     init_pytorch_default(&vm, rng)?;
     let alpha = Var::from_tensor(&uniform(&[1, Primitive::DARTS.len()], 1e-3, rng)?)?;
@@ -228,7 +248,7 @@ fn search_step(
 ) -> Result<Step> {
     let batch = 32;
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, dev()?);
     let net_cfg = SearchNetConfig {
         in_channels,
         num_classes: 10,
@@ -248,7 +268,7 @@ fn search_step(
         ..SearchConfig::default()
     };
     let names: Vec<&'static str> = primitives.iter().map(|p| p.name()).collect();
-    let mut darts = Darts::new(net.num_edges(), names, 4, &cfg, rng, &Device::Cpu)?;
+    let mut darts = Darts::new(net.num_edges(), names, 4, &cfg, rng, dev()?)?;
     let weights = trainable_vars(&varmap);
     let buffers = non_trainable_vars(&varmap, &weights)?;
     let mut sgd = Sgd::new(weights.clone(), cfg.lr, cfg.momentum, cfg.weight_decay);
@@ -282,7 +302,7 @@ fn search_step(
 fn eval_step(rng: &mut Rng) -> Result<Step> {
     let batch = 32;
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, dev()?);
     let cfg = EvalNetConfig {
         in_channels: 3,
         num_classes: 10,
