@@ -31,7 +31,7 @@ use crate::darts::search::non_trainable_vars;
 use crate::data::{batches, Augment, DataSplits, Dataset};
 use crate::rng::{rng_for, Rng};
 use crate::darts::search::check_resumable;
-use crate::train::checkpoint::{restore_varmap, save_safetensors_atomic, snapshot_varmap, Checkpoint};
+use crate::train::checkpoint::{cpu_copy, restore_varmap, save_safetensors_atomic, snapshot_varmap, Checkpoint};
 use crate::train::metrics::{ensure_finite, scalar, top1_percent, Meter};
 use crate::train::optim::Sgd;
 use crate::train::Observer;
@@ -76,6 +76,11 @@ pub struct BayesSearchConfig {
     pub eval_batch_size: usize,
     /// Validate on only the first this many test images (None: all).
     pub max_valid_samples: Option<usize>,
+    /// Where the network, switches and batches live (CPU by default).
+    /// Batches are decoded on the CPU and moved; random draws (probes
+    /// included) stay on nasflow's seeded CPU generator; files are written
+    /// from CPU copies. Not part of [`Self::to_json`].
+    pub device: Device,
 }
 
 impl Default for BayesSearchConfig {
@@ -104,6 +109,7 @@ impl Default for BayesSearchConfig {
             seed: 0,
             eval_batch_size: 100,
             max_valid_samples: None,
+            device: Device::Cpu,
         }
     }
 }
@@ -182,7 +188,7 @@ fn split(train: &Dataset, cfg: &BayesSearchConfig) -> Result<(Dataset, Dataset)>
 
 /// Σ over cell types, edges and switch types of λ_t · ω · ‖s over the cells of the type‖₂.
 fn regulariser(net: &Supernet, stats: [&SwitchStats; 2], cfg: &BayesSearchConfig) -> candle_core::Result<Tensor> {
-    let dev = Device::Cpu;
+    let dev = net.switches().first().map_or(Device::Cpu, |v| v.device().clone());
     let mut total = Tensor::zeros((), DType::F32, &dev)?;
     for (reduction, st) in [(false, stats[0]), (true, stats[1])] {
         let cells = net.cells_of(reduction);
@@ -203,11 +209,12 @@ fn regulariser(net: &Supernet, stats: [&SwitchStats; 2], cfg: &BayesSearchConfig
 }
 
 /// Mean loss and top-1 accuracy (percent) on `ds`, eval mode.
-fn infer(net: &Supernet, ds: &Dataset, batch: usize, seed: u64) -> Result<(f64, f64)> {
+fn infer(net: &Supernet, ds: &Dataset, batch: usize, seed: u64, device: &Device) -> Result<(f64, f64)> {
     let mut rng = rng_for(seed, STREAM_EVAL);
     let (mut l, mut a) = (Meter::default(), Meter::default());
     for b in batches(ds, batch, false, &Augment::default(), &mut rng, false) {
         let (x, y) = b?;
+        let (x, y) = (x.to_device(device)?, y.to_device(device)?);
         let n = y.dims1()?;
         let logits = net.forward_t(&x, false)?.detach();
         l.add(scalar(&candle_nn::loss::cross_entropy(&logits, &y)?)?, n);
@@ -293,7 +300,7 @@ fn save_checkpoint(
         rounds: rounds.to_vec(),
         hessian_rng_word_pos: hess_rng.get_word_pos().to_string(),
     };
-    let extra = switch_vars.iter().map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?))).collect::<candle_core::Result<_>>()?;
+    let extra = switch_vars.iter().map(|(n, v)| Ok((n.clone(), cpu_copy(v.as_tensor())?))).collect::<candle_core::Result<_>>()?;
     Checkpoint {
         model: snapshot_varmap(varmap)?,
         optimizers: [("weights".to_string(), sgd_w.state()), ("switches".to_string(), sgd_s.state())].into_iter().collect(),
@@ -309,7 +316,7 @@ fn save_checkpoint(
 /// the same results as an uninterrupted run.
 pub fn search(cfg: &BayesSearchConfig, data: &DataSplits, work_dir: &Path, observer: &mut dyn Observer) -> Result<BayesSearchOutcome> {
     cfg.validate()?;
-    let device = Device::Cpu;
+    let device = cfg.device.clone();
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let net_cfg = BayesNetConfig {
@@ -378,6 +385,7 @@ pub fn search(cfg: &BayesSearchConfig, data: &DataSplits, work_dir: &Path, obser
             let mut last: Option<(Tensor, Tensor)> = None;
             for (step, b) in batches(ds, cfg.batch_size, true, aug, &mut rng, true).take(steps).enumerate() {
                 let (x, y) = b?;
+                let (x, y) = (x.to_device(&device)?, y.to_device(&device)?);
                 let n = y.dims1()?;
                 let logits = net.forward_t(&x, true)?;
                 let nll = candle_nn::loss::cross_entropy(&logits, &y)?;
@@ -414,7 +422,7 @@ pub fn search(cfg: &BayesSearchConfig, data: &DataSplits, work_dir: &Path, obser
                 record["regulariser"] = json!(reg_m.mean());
                 record["hessian_mean"] = json!(h_all.iter().map(|&v| v.max(0.0) as f64).sum::<f64>() / h_all.len() as f64);
             }
-            let (vl, va) = infer(&net, &valid, cfg.eval_batch_size, cfg.seed)?;
+            let (vl, va) = infer(&net, &valid, cfg.eval_batch_size, cfg.seed, &device)?;
             record["valid_loss"] = json!(vl);
             record["valid_acc"] = json!(va);
             record["seconds"] = json!(started.elapsed().as_secs_f64());
@@ -427,7 +435,7 @@ pub fn search(cfg: &BayesSearchConfig, data: &DataSplits, work_dir: &Path, obser
 
     let mut tensors = snapshot_varmap(&varmap)?;
     for (name, v) in &switch_vars {
-        tensors.insert(name.clone(), v.as_tensor().copy()?);
+        tensors.insert(name.clone(), cpu_copy(v.as_tensor())?);
     }
     let supernet_weights = work_dir.join("supernet.safetensors");
     save_safetensors_atomic(&tensors, &supernet_weights)?;

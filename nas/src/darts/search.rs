@@ -74,6 +74,11 @@ pub struct SearchConfig {
     pub eval_batch_size: usize,
     /// Validate on only the first N samples of the valid half.
     pub max_valid_samples: Option<usize>,
+    /// Where the supernet, α and batches live (CPU by default). Batches are
+    /// decoded on the CPU and moved; random draws stay on nasflow's seeded
+    /// CPU generator, and files are written from CPU copies. Not part of
+    /// [`Self::to_json`]: the device does not change what may be resumed.
+    pub device: Device,
 }
 
 impl Default for SearchConfig {
@@ -106,6 +111,7 @@ impl Default for SearchConfig {
             },
             eval_batch_size: 64,
             max_valid_samples: None,
+            device: Device::Cpu,
         }
     }
 }
@@ -413,7 +419,7 @@ pub fn search(
     observer: &mut dyn Observer,
 ) -> Result<(SearchOutcome, SearchState)> {
     cfg.validate()?;
-    let device = Device::Cpu;
+    let device = cfg.device.clone();
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let net_cfg = SearchNetConfig {
@@ -453,7 +459,7 @@ pub fn run_search(
 ) -> Result<(SearchOutcome, SearchState)> {
     let single_level = method.single_level();
     cfg.validate_for(single_level)?;
-    let device = Device::Cpu;
+    let device = cfg.device.clone();
     let (train_set, valid_set) = if single_level && cfg.train_portion == 1.0 {
         // SNAS's code: everything trains, the test set only monitors.
         (data.train.clone(), data.test.clone())
@@ -545,6 +551,7 @@ pub fn run_search(
         .enumerate()
         {
             let (x, y) = batch?;
+            let (x, y) = (x.to_device(&device)?, y.to_device(&device)?);
             let n = y.dims1()?;
             if single_level {
                 let (mix_n, mix_r) = method.mixing(true)?;
@@ -571,6 +578,7 @@ pub fn run_search(
                 continue;
             }
             let (xv, yv) = random_batch(&valid_set, cfg.batch_size, &cfg.augment, &mut valid_rng)?;
+            let (xv, yv) = (xv.to_device(&device)?, yv.to_device(&device)?);
 
             let arch_loss = method.arch_step(
                 &netvars,
@@ -764,10 +772,12 @@ fn infer(
     seed: u64,
 ) -> Result<(f64, f64)> {
     let (mix_n, mix_r) = (mix_n.detach(), mix_r.detach());
+    let device = mix_n.device().clone();
     let mut rng = rng_for(seed, STREAM_EVAL); // unused when not shuffling
     let (mut loss_m, mut acc_m) = (Meter::default(), Meter::default());
     for batch in batches(ds, batch_size, false, &Augment::default(), &mut rng, false) {
         let (x, y) = batch?;
+        let (x, y) = (x.to_device(&device)?, y.to_device(&device)?);
         let n = y.dims1()?;
         let logits = net.logits(&x, &mix_n, &mix_r, false)?.detach();
         loss_m.add(scalar(&candle_nn::loss::cross_entropy(&logits, &y)?)?, n);

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::rc::Rc;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 use super::cost::network_costs;
@@ -89,7 +89,7 @@ pub fn search(
             data.train.width
         );
     }
-    let device = Device::Cpu;
+    let device = s.device.clone();
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let steps = 4;

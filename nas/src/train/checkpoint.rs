@@ -7,6 +7,10 @@
 //! last: a run killed mid-save leaves either the previous checkpoint or a
 //! pair whose checksum does not match, which `load` reports instead of
 //! resuming from a mix of two epochs.
+//!
+//! Whatever device the tensors live on, files are written from CPU copies,
+//! so a checkpoint or weights file has the same bytes whichever device made
+//! it; `load` puts the tensors on the device the loop runs on.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
@@ -41,18 +45,18 @@ impl Checkpoint {
             .with_context(|| format!("creating checkpoint folder {}", dir.display()))?;
         let mut all: HashMap<String, Tensor> = HashMap::new();
         for (name, t) in &self.model {
-            all.insert(format!("model/{name}"), t.clone());
+            all.insert(format!("model/{name}"), on_cpu(t)?);
         }
         for (opt, state) in &self.optimizers {
             if opt.contains('/') {
                 bail!("checkpoint: optimiser name `{opt}` must not contain '/'");
             }
             for (key, t) in state {
-                all.insert(format!("optim/{opt}/{key}"), t.clone());
+                all.insert(format!("optim/{opt}/{key}"), on_cpu(t)?);
             }
         }
         for (name, t) in &self.extra {
-            all.insert(format!("extra/{name}"), t.clone());
+            all.insert(format!("extra/{name}"), on_cpu(t)?);
         }
 
         let tensors_path = dir.join(TENSORS_FILE);
@@ -189,15 +193,35 @@ impl Checkpoint {
     }
 }
 
-/// Copies of every variable in a VarMap (weights and BN running stats).
+/// CPU copies of every variable in a VarMap (weights and BN running stats),
+/// for files; `restore_varmap` moves them back to the variables' device.
 pub fn snapshot_varmap(varmap: &VarMap) -> Result<HashMap<String, Tensor>> {
     let data = varmap
         .data()
         .lock()
         .map_err(|_| anyhow::anyhow!("VarMap lock poisoned"))?;
     data.iter()
-        .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+        .map(|(n, v)| Ok((n.clone(), cpu_copy(v.as_tensor())?)))
         .collect()
+}
+
+/// A copy of `t` in CPU memory that later updates of `t` (a `Var` stepped in
+/// place) do not reach: `copy` on the CPU, a transfer from any other device.
+pub fn cpu_copy(t: &Tensor) -> candle_core::Result<Tensor> {
+    if t.device().is_cpu() {
+        t.copy()
+    } else {
+        t.to_device(&Device::Cpu)
+    }
+}
+
+/// `t` itself on the CPU, else a CPU copy (for writing it out at once).
+fn on_cpu(t: &Tensor) -> candle_core::Result<Tensor> {
+    if t.device().is_cpu() {
+        Ok(t.clone())
+    } else {
+        t.to_device(&Device::Cpu)
+    }
 }
 
 /// Sets every variable of `varmap` from `values`; a variable missing from
@@ -224,7 +248,7 @@ pub fn restore_varmap(
                 var.shape()
             );
         }
-        var.set(&t.to_dtype(var.dtype())?)
+        var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)
             .with_context(|| format!("{source}: setting `{name}`"))?;
     }
     Ok(())
@@ -245,10 +269,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Saves tensors as safetensors atomically (temp file, fsync, rename).
+/// Saves tensors as safetensors atomically (temp file, fsync, rename), from
+/// CPU copies whatever their device.
 pub fn save_safetensors_atomic(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
     let tmp = path.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(tensors, &tmp)
+    let cpu = tensors
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), on_cpu(t)?)))
+        .collect::<candle_core::Result<HashMap<String, Tensor>>>()?;
+    candle_core::safetensors::save(&cpu, &tmp)
         .with_context(|| format!("writing {}", tmp.display()))?;
     File::open(&tmp)
         .and_then(|f| f.sync_all())

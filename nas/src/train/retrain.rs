@@ -94,6 +94,11 @@ pub struct TrainConfig {
     /// SNAS's retrain ops: an affine BN after every pool (DARTS: none).
     pub pool_bn_affine: bool,
     pub network: NetworkKind,
+    /// Where the network and batches live (CPU by default), for training and
+    /// for [`evaluate`]. Batches are decoded on the CPU and moved; random
+    /// draws stay on nasflow's seeded CPU generator; weights files are
+    /// written from CPU copies. Not part of [`Self::to_json`].
+    pub device: Device,
 }
 
 impl Default for TrainConfig {
@@ -122,6 +127,7 @@ impl Default for TrainConfig {
             eval_batch_size: 96,
             pool_bn_affine: false,
             network: NetworkKind::Darts,
+            device: Device::Cpu,
         }
     }
 }
@@ -227,7 +233,7 @@ pub fn train(
     observer: &mut dyn Observer,
 ) -> Result<TrainOutcome> {
     cfg.validate()?;
-    let device = Device::Cpu;
+    let device = cfg.device.clone();
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let net = Net::new(cfg, &data.train, genotype, vb)
@@ -289,6 +295,7 @@ pub fn train(
         .enumerate()
         {
             let (x, y) = batch?;
+            let (x, y) = (x.to_device(&device)?, y.to_device(&device)?);
             let n = y.dims1()?;
             let (logits, aux) = net.forward_t(&x, true, drop_prob as f32, &mut drop_rng)?;
             let mut loss = candle_nn::loss::cross_entropy(&logits, &y)?;
@@ -306,7 +313,7 @@ pub fn train(
             observer.step(step, loss_m.mean(), acc_m.mean());
         }
 
-        let (test_loss, test_acc) = infer(&net, &data.test, cfg.eval_batch_size, cfg.seed)?;
+        let (test_loss, test_acc) = infer(&net, &data.test, cfg.eval_batch_size, cfg.seed, &device)?;
         ensure_finite(test_loss, "train: test loss", epoch, steps, &advice)?;
         let record = json!({
             "epoch": epoch,
@@ -366,7 +373,7 @@ pub fn evaluate(
     if cfg.eval_batch_size == 0 {
         bail!("evaluate: eval_batch_size must be at least 1");
     }
-    let device = Device::Cpu;
+    let device = cfg.device.clone();
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
     let net = Net::new(cfg, test, genotype, vb)
@@ -379,7 +386,7 @@ pub fn evaluate(
         &format!("weights file {}", weights_path.display()),
     )?;
     let params = crate::params::count_params(&varmap, Some(AUX_PREFIX));
-    let (loss, accuracy) = infer(&net, test, cfg.eval_batch_size, cfg.seed)?;
+    let (loss, accuracy) = infer(&net, test, cfg.eval_batch_size, cfg.seed, &device)?;
     Ok(EvalOutcome {
         accuracy,
         error: 100.0 - accuracy,
@@ -389,7 +396,7 @@ pub fn evaluate(
 }
 
 /// Mean loss and top-1 accuracy (percent) over a data set in eval mode.
-fn infer(net: &Net, ds: &Dataset, batch_size: usize, seed: u64) -> Result<(f64, f64)> {
+fn infer(net: &Net, ds: &Dataset, batch_size: usize, seed: u64, device: &Device) -> Result<(f64, f64)> {
     // Neither batching without shuffle nor an eval forward draws from it.
     let (mut batch_rng, mut drop_rng) = (rng_for(seed, STREAM_EVAL), rng_for(seed, STREAM_EVAL));
     let (mut loss_m, mut acc_m) = (Meter::default(), Meter::default());
@@ -402,6 +409,7 @@ fn infer(net: &Net, ds: &Dataset, batch_size: usize, seed: u64) -> Result<(f64, 
         false,
     ) {
         let (x, y) = batch?;
+        let (x, y) = (x.to_device(device)?, y.to_device(device)?);
         let n = y.dims1()?;
         let (logits, _) = net.forward_t(&x, false, 0.0, &mut drop_rng)?;
         let logits = logits.detach();
