@@ -16,7 +16,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn opts(dir: &std::path::Path) -> RunOptions {
     let runs = dir.join("runs");
-    RunOptions { store_dir: runs.join(".cache"), runs_dir: runs, jobs: 2, overrides: vec![], quiet: true, interrupted: Arc::new(AtomicBool::new(false)) }
+    RunOptions { store_dir: runs.join(".cache"), runs_dir: runs, jobs: 2, overrides: vec![], quiet: true, interrupted: Arc::new(AtomicBool::new(false)), device: Default::default() }
 }
 
 fn main() {

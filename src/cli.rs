@@ -1,5 +1,6 @@
 //! The command line: verbs of one tool, `--json` where a script reads it.
 
+use crate::engine::device::DevicePolicy;
 use crate::engine::op::{Ports, Registry};
 use crate::engine::rundir::{find_run, list_runs, RunInfo};
 use crate::engine::scheduler::{self, human, RunOptions};
@@ -27,6 +28,27 @@ struct PipelineArgs {
     /// Override a param: STAGE.PARAM=VALUE or params.NAME=VALUE (repeatable)
     #[arg(short = 'p', long = "param", value_name = "STAGE.KEY=VALUE")]
     params: Vec<String>,
+}
+
+/// `--device`: where the stages that run models (search, train, evaluate) run.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum DeviceArg {
+    /// CUDA (GPU 0) for model stages with `resources: { gpus: 1 }` or more when this nasflow has CUDA, else the CPU
+    Auto,
+    /// Every stage on the CPU
+    Cpu,
+    /// Every model stage on CUDA (GPU 0), whatever its `resources` say; needs a build with `--features cuda`
+    Cuda,
+}
+
+impl From<DeviceArg> for DevicePolicy {
+    fn from(d: DeviceArg) -> DevicePolicy {
+        match d {
+            DeviceArg::Auto => DevicePolicy::Auto,
+            DeviceArg::Cpu => DevicePolicy::Cpu,
+            DeviceArg::Cuda => DevicePolicy::Cuda,
+        }
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,6 +81,10 @@ enum Cmd {
         /// Slurm account to charge (--executor slurm)
         #[arg(long)]
         account: Option<String>,
+        /// Where the model stages (search, train, evaluate) run. The device is part of each stage's fingerprint, so CPU
+        /// and CUDA results are cached apart. CUDA needs a build with `--features cuda` (see docs/cuda.md)
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
     },
     /// Say per stage whether it is fresh, stale (and why) or never run
     Status {
@@ -68,6 +94,9 @@ enum Cmd {
         runs_dir: PathBuf,
         #[arg(long)]
         json: bool,
+        /// The `--device` of the `nasflow run` to compare with (it is part of each fingerprint)
+        #[arg(long, value_enum, default_value = "auto")]
+        device: DeviceArg,
     },
     /// Print the stages in execution order (or Graphviz with --dot)
     Dag {
@@ -199,8 +228,14 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 Err(_) => Ok(1),
             }
         }
-        Cmd::Run { pipeline, runs_dir, jobs, json, executor, partition, account } => {
+        Cmd::Run { pipeline, runs_dir, jobs, json, executor, partition, account, device } => {
             init_tracing(None);
+            // Refused at once: nothing is loaded, run or written.
+            let device = DevicePolicy::from(device);
+            if let Err(e) = device.check() {
+                eprintln!("error: {e:#}");
+                return Ok(2);
+            }
             let p = match load(&pipeline) {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
@@ -213,7 +248,7 @@ fn dispatch(cli: Cli) -> Result<i32> {
             let flag = interrupted.clone();
             let _ = ctrlc::set_handler(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
             let jobs = jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).max(1);
-            let opts = RunOptions { store_dir: scheduler::store_dir(&runs_dir), runs_dir, jobs, overrides: pipeline.params.clone(), quiet: json, interrupted };
+            let opts = RunOptions { store_dir: scheduler::store_dir(&runs_dir), runs_dir, jobs, overrides: pipeline.params.clone(), quiet: json, interrupted, device };
             let rd = match executor {
                 Executor::Local => scheduler::run(&p, registry(), &opts)?,
                 Executor::Slurm => crate::engine::slurm::run(&p, registry(), &opts, &crate::engine::slurm::SlurmOptions { partition, account })?,
@@ -240,13 +275,13 @@ fn dispatch(cli: Cli) -> Result<i32> {
                 _ => 1,
             })
         }
-        Cmd::Status { pipeline, runs_dir, json } => {
+        Cmd::Status { pipeline, runs_dir, json, device } => {
             init_tracing(None);
             let p = match load(&pipeline) {
                 Ok(p) => p,
                 Err(code) => return Ok(code),
             };
-            let states = crate::engine::status::status(&p, registry(), &runs_dir, &scheduler::store_dir(&runs_dir))?;
+            let states = crate::engine::status::status_on(&p, registry(), &runs_dir, &scheduler::store_dir(&runs_dir), device.into())?;
             // Slurm job ids of a run of this pipeline still in flight.
             let jobs = crate::engine::slurm::running_jobs(&runs_dir, &p.name);
             if json {
@@ -399,6 +434,9 @@ fn ops(reg: &Registry, name: Option<&str>) -> Result<i32> {
         crate::engine::op::DataUse::Optional => "optional (`data:`)",
         crate::engine::op::DataUse::Required => "required (`data:`)",
     });
+    if op.uses_device {
+        println!("Device: runs models; on CUDA or the CPU as `nasflow run --device` and `resources: {{ gpus: N }}` decide");
+    }
     Ok(0)
 }
 

@@ -30,6 +30,10 @@ pub struct Job {
     pub dir: PathBuf,
     pub log: PathBuf,
     pub show_progress: bool,
+    /// The device class the stage runs on ("cpu" or "cuda"), decided by the
+    /// scheduler (`engine::device`) and already in `preimage`.
+    #[serde(default = "default_device")]
+    pub device: String,
     /// Set when the fingerprint could not be known at submit time (Slurm:
     /// the parents had not run yet). `fingerprint`/`preimage` are then empty
     /// and the job computes them from its parents' records when it starts.
@@ -37,10 +41,15 @@ pub struct Job {
     pub deferred: Option<Deferred>,
 }
 
+fn default_device() -> String {
+    super::device::CPU.to_string()
+}
+
 /// What a job needs to plan itself on the compute node. The job's
 /// `preimage` already holds everything that does not depend on its parents
 /// (params, data and dependency digests, computed at submit time on the
-/// login node); its `inputs` and `device` are filled in when the job starts.
+/// login node, the device class included); its `inputs` are filled in when
+/// the job starts.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Deferred {
     /// Per input port, its sources in order.
@@ -120,8 +129,9 @@ fn plan_now(job: &mut Job, d: &Deferred) -> Result<()> {
     let mut pre = std::mem::take(&mut job.preimage);
     let obj = pre.as_object_mut().context("the deferred job's preimage is not an object (job file damaged?)")?;
     obj.insert("inputs".into(), serde_json::to_value(&inputs)?);
-    // The device class of the node the stage runs on, not the login node's.
-    obj.insert("device".into(), Json::String(super::fingerprint::device_class().to_string()));
+    // The device the submitter decided (the same binary decides it the same
+    // way on every node), so records are shared with local runs.
+    obj.insert("device".into(), Json::String(job.device.clone()));
     job.fingerprint = super::fingerprint::fingerprint(&pre);
     job.preimage = pre;
     Ok(())
@@ -175,7 +185,7 @@ fn run_job(job: &Job, registry: &Registry) -> Result<&'static str> {
     let work_dir = store.work_dir(&job.fingerprint);
     std::fs::create_dir_all(&work_dir)?;
     let started = now();
-    append_log(&job.log, &format!("== {} ({} v{}) started {started} on {}\n", job.stage, job.op, job.op_version, host()));
+    append_log(&job.log, &format!("== {} ({} v{}) started {started} on {} ({})\n", job.stage, job.op, job.op_version, host(), job.device));
     let ctx = StageCtx {
         stage: job.stage.clone(),
         params: job.params.clone(),
@@ -186,6 +196,7 @@ fn run_job(job: &Job, registry: &Registry) -> Result<&'static str> {
         base_dir: job.base_dir.clone(),
         log_path: job.log.clone(),
         show_progress: job.show_progress,
+        device: job.device.clone(),
     };
     let run = op.run;
     let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&ctx)));
@@ -222,4 +233,57 @@ fn run_job(job: &Job, registry: &Registry) -> Result<&'static str> {
     let _ = std::fs::remove_dir_all(&work_dir);
     let _ = std::fs::remove_dir_all(&out_dir);
     Ok("ran")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(dir: &Path, device: &str) -> Job {
+        Job {
+            stage: "search".into(),
+            op: "darts.search".into(),
+            op_version: 1,
+            fingerprint: String::new(),
+            preimage: super::super::fingerprint::preimage("darts.search", 1, &BTreeMap::new(), &BTreeMap::new(), None, &BTreeMap::new(), "cpu"),
+            params: BTreeMap::new(),
+            inputs: BTreeMap::new(),
+            data: None,
+            base_dir: dir.to_path_buf(),
+            store: dir.join("store"),
+            dir: dir.join("job"),
+            log: dir.join("log"),
+            show_progress: false,
+            device: device.into(),
+            deferred: None,
+        }
+    }
+
+    #[test]
+    fn job_file_round_trips_the_device() {
+        let tmp = tempfile::tempdir().unwrap();
+        for device in ["cpu", "cuda"] {
+            let text = serde_json::to_string(&job(tmp.path(), device)).unwrap();
+            let back: Job = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.device, device);
+        }
+        // A job file written before the field existed runs on the CPU.
+        let mut v = serde_json::to_value(job(tmp.path(), "cuda")).unwrap();
+        v.as_object_mut().unwrap().remove("device");
+        let old: Job = serde_json::from_value(v).unwrap();
+        assert_eq!(old.device, "cpu");
+    }
+
+    #[test]
+    fn a_deferred_job_plans_with_its_own_device() {
+        // Slurm: the login node decided the device; the node must not replace it.
+        let tmp = tempfile::tempdir().unwrap();
+        for device in ["cpu", "cuda"] {
+            let mut j = job(tmp.path(), device);
+            let d = Deferred { inputs: BTreeMap::new(), folds: false };
+            plan_now(&mut j, &d).unwrap();
+            assert_eq!(j.preimage["device"], device);
+            assert_eq!(j.fingerprint, super::super::fingerprint::fingerprint(&j.preimage));
+        }
+    }
 }

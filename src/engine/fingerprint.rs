@@ -1,7 +1,9 @@
 //! A stage's fingerprint: blake3 of a canonical JSON preimage holding the
 //! op's name and version, resolved params, input digests, the data set's
-//! digest, dependency files' digests and the device class. Nothing else: not
-//! paths of run directories, not timestamps.
+//! digest, dependency files' digests and the device class the stage runs on
+//! ("cpu" or "cuda", see `engine::device`: CPU and GPU results are not
+//! interchangeable bit for bit). Nothing else: not paths of run directories,
+//! not timestamps.
 
 use super::atomic;
 use anyhow::{Context, Result};
@@ -10,16 +12,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-/// The device class stages run on (part of every fingerprint: CPU and GPU
-/// results are not interchangeable bit for bit).
-pub fn device_class() -> &'static str {
-    if cfg!(feature = "cuda") {
-        "cuda"
-    } else {
-        "cpu"
-    }
-}
-
 pub fn preimage(
     op: &str,
     version: u32,
@@ -27,6 +19,7 @@ pub fn preimage(
     inputs: &BTreeMap<String, Json>,
     data: Option<(&str, &str)>,
     deps: &BTreeMap<String, String>,
+    device: &str,
 ) -> Json {
     json!({
         "op": op,
@@ -35,7 +28,7 @@ pub fn preimage(
         "inputs": inputs,
         "data": data.map(|(format, digest)| json!({"format": format, "digest": digest})),
         "deps": deps,
-        "device": device_class(),
+        "device": device,
     })
 }
 

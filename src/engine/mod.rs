@@ -3,6 +3,7 @@
 //! `op::OpSpec` and nothing of NAS.
 
 pub mod atomic;
+pub mod device;
 pub mod exec;
 pub mod fingerprint;
 pub mod lock;

@@ -126,6 +126,9 @@ pub struct StageCtx {
     pub log_path: PathBuf,
     /// True when progress bars may be drawn (a terminal, one stage at a time).
     pub show_progress: bool,
+    /// The device class the stage runs on: "cpu" or "cuda" (see
+    /// `engine::device`); part of its fingerprint. Ops that run no model ignore it.
+    pub device: String,
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -190,6 +193,9 @@ pub struct OpSpec {
     /// A string-list param naming files whose content is part of the
     /// fingerprint (the shell op's `deps`).
     pub dep_param: Option<&'static str>,
+    /// The op runs models, so the engine picks its device (`nasflow run
+    /// --device`, `resources.gpus`); false: it always gets "cpu".
+    pub uses_device: bool,
     pub run: RunFn,
 }
 

@@ -2,6 +2,7 @@
 //! fingerprint has a complete record, and runs the rest as `exec-stage`
 //! child processes, up to `jobs` cores at once.
 
+use super::device::{self, DevicePolicy};
 use super::exec::{Job, JobResult};
 use super::fingerprint::{fingerprint, preimage, DigestCache};
 use super::op::{DataRef, Registry};
@@ -27,6 +28,8 @@ pub struct RunOptions {
     /// Print nothing but the final JSON.
     pub quiet: bool,
     pub interrupted: Arc<AtomicBool>,
+    /// How each stage's device is picked (`--device`).
+    pub device: DevicePolicy,
 }
 
 /// The cache folder: `NASFLOW_CACHE`, else `<runs-dir>/.cache`.
@@ -42,6 +45,8 @@ pub struct Planned {
     pub fingerprint: String,
     pub preimage: Json,
     pub data: Option<DataRef>,
+    /// The device class the stage runs on ("cpu" or "cuda"), as in the preimage.
+    pub device: &'static str,
 }
 
 pub fn plan(
@@ -51,6 +56,7 @@ pub fn plan(
     outputs: &[Option<BTreeMap<String, Artifact>>],
     registry: &Registry,
     digests: &DigestCache,
+    policy: DevicePolicy,
 ) -> Result<Planned> {
     let inst = &dag.instances[idx];
     let stage = &p.stages[inst.stage];
@@ -91,11 +97,13 @@ pub fn plan(
             }
         }
     }
-    let pre = preimage(op.name, op.version, &params, &inputs, data_digest.as_ref().map(|(f, d)| (f.as_str(), d.as_str())), &deps);
+    let device = policy.stage_device(op.uses_device, stage.resources.gpus.unwrap_or(0));
+    let pre = preimage(op.name, op.version, &params, &inputs, data_digest.as_ref().map(|(f, d)| (f.as_str(), d.as_str())), &deps, device);
     Ok(Planned {
         fingerprint: fingerprint(&pre),
         preimage: pre,
         data: data.map(|(name, format, path)| DataRef { name, format, path }),
+        device,
     })
 }
 
@@ -128,6 +136,8 @@ enum State {
 }
 
 pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDir> {
+    // Before the run directory or the cache is touched.
+    opts.device.check()?;
     let dag = Dag::build(p, registry).map_err(|_| anyhow::anyhow!("the stages form a cycle"))?;
     let store = Store::open(&opts.store_dir)?;
     let digests = DigestCache::open(&opts.store_dir);
@@ -147,6 +157,8 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
     let exe = std::env::current_exe().context("cannot find the nasflow executable")?;
     let cpus_of = |i: usize| p.stages[dag.instances[i].stage].resources.cpus.unwrap_or(1).clamp(1, opts.jobs as u64) as usize;
     let mut busy = 0usize;
+    // One GPU (device 0): one CUDA stage at a time.
+    let mut on_gpu: Vec<bool> = vec![false; n];
     loop {
         let interrupted = opts.interrupted.load(Ordering::SeqCst);
         // Collect finished children.
@@ -156,6 +168,7 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
             let secs = started.elapsed().as_secs_f64();
             let dir = dir.clone();
             busy -= cpus_of(i);
+            on_gpu[i] = false;
             let result: Option<JobResult> = std::fs::read(dir.join("result.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
             let sr = &mut rd.info.stages[i];
             sr.end = Some(now());
@@ -224,7 +237,7 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
                 continue;
             }
             let outputs: Vec<Option<BTreeMap<String, Artifact>>> = state.iter().map(|s| if let State::Done(o) = s { Some(o.clone()) } else { None }).collect();
-            let planned = match plan(p, &dag, i, &outputs, registry, &digests) {
+            let planned = match plan(p, &dag, i, &outputs, registry, &digests, opts.device) {
                 Ok(pl) => pl,
                 Err(e) => {
                     let sr = &mut rd.info.stages[i];
@@ -265,8 +278,12 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
             if busy + need > opts.jobs && busy > 0 {
                 continue;
             }
+            let gpu = planned.device == device::CUDA;
+            if gpu && on_gpu.iter().any(|&g| g) {
+                continue;
+            }
             let st = &p.stages[dag.instances[i].stage];
-            if st.resources.gpus.unwrap_or(0) > 0 && super::fingerprint::device_class() == "cpu" {
+            if st.resources.gpus.unwrap_or(0) > 0 && opts.device == DevicePolicy::Auto && !device::cuda_built() {
                 say(format!("  note: {} asks for {} GPU(s); this nasflow has no CUDA, so it runs on the CPU", sr.name, st.resources.gpus.unwrap_or(0)));
             }
             let op = registry.get(&st.op).context("unknown op")?;
@@ -287,6 +304,7 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
                 dir: std::fs::canonicalize(&dir).unwrap_or(dir.clone()),
                 log: std::fs::canonicalize(&rd.path).unwrap_or(rd.path.clone()).join(&sr.log),
                 show_progress: tty && busy == 0,
+                device: planned.device.to_string(),
                 deferred: None,
             };
             let job_path = dir.join("job.json");
@@ -296,6 +314,7 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions) -> Result<RunDi
             sr.start = Some(now());
             say(format!("  running {}", sr.name));
             busy += need;
+            on_gpu[i] = gpu;
             state[i] = State::Running { child, dir, started: Instant::now() };
             progressed = true;
         }

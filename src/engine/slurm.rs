@@ -15,6 +15,7 @@
 //! left none ended (timeout, cancelled, out of memory, node failure).
 
 use super::exec::{materialize_once, Deferred, Job, JobResult, Source};
+use super::device::{self, DevicePolicy};
 use super::fingerprint::DigestCache;
 use super::op::Registry;
 use super::rundir::{list_runs, now, RunDir, RunInfo, StageStatus};
@@ -53,6 +54,8 @@ fn group_of(task: &str) -> &str {
 }
 
 pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions, so: &SlurmOptions) -> Result<RunDir> {
+    // Before anything is submitted or written.
+    opts.device.check()?;
     let dag = Dag::build(p, registry).map_err(|_| anyhow::anyhow!("the stages form a cycle"))?;
     let store = Store::open(&opts.store_dir)?;
     let say = |msg: String| {
@@ -74,7 +77,7 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions, so: &SlurmOptio
     let digests = DigestCache::open(&opts.store_dir);
     let mut rd = scheduler::new_run(p, &dag, registry, opts, "slurm")?;
     say(format!("run {} ({})", rd.info.id, rd.path.display()));
-    let stale = plan_locally(p, &dag, registry, &store, &digests, &mut rd, &say)?;
+    let stale = plan_locally(p, &dag, registry, &store, &digests, &mut rd, opts.device, &say)?;
     digests.save();
     rd.save()?;
     if let Err(e) = submit(p, &dag, registry, opts, so, &mut rd, &stale, &say) {
@@ -98,7 +101,8 @@ pub fn run(p: &Pipeline, registry: &Registry, opts: &RunOptions, so: &SlurmOptio
 /// Walk the DAG in order on the login node: a stage whose parents are all
 /// known and whose fingerprint has an intact record is reused (nothing is
 /// submitted); the rest is stale and returned in submission order.
-fn plan_locally(p: &Pipeline, dag: &Dag, registry: &Registry, store: &Store, digests: &DigestCache, rd: &mut RunDir, say: &dyn Fn(String)) -> Result<Vec<usize>> {
+#[allow(clippy::too_many_arguments)]
+fn plan_locally(p: &Pipeline, dag: &Dag, registry: &Registry, store: &Store, digests: &DigestCache, rd: &mut RunDir, policy: DevicePolicy, say: &dyn Fn(String)) -> Result<Vec<usize>> {
     let n = dag.instances.len();
     let order = topo_order(dag);
     let mut known: Vec<Option<BTreeMap<String, Artifact>>> = vec![None; n];
@@ -120,7 +124,7 @@ fn plan_locally(p: &Pipeline, dag: &Dag, registry: &Registry, store: &Store, dig
                 outputs[*u].get_or_insert_with(BTreeMap::new).insert(out.clone(), Artifact { kind: Kind::File, digest: String::new() });
             }
         }
-        let planned = match scheduler::plan(p, dag, i, &outputs, registry, digests) {
+        let planned = match scheduler::plan(p, dag, i, &outputs, registry, digests, policy) {
             Ok(pl) => pl,
             Err(e) => {
                 let sr = &mut rd.info.stages[i];
@@ -237,7 +241,9 @@ fn submit(p: &Pipeline, dag: &Dag, registry: &Registry, opts: &RunOptions, so: &
                 // parents failed instead of leaving them pending forever.
                 args.push("--kill-on-invalid-dep=yes".into());
             }
-            args.extend(resource_args(&st.resources));
+            // The cells of one stage share their op and resources, so their device.
+            let dev = members.first().map(|&i| job_device(&rd.info.stages[i].preimage)).unwrap_or_default();
+            args.extend(resource_args(&st.resources, &dev));
             if let Some(part) = &so.partition {
                 args.push(format!("--partition={part}"));
             }
@@ -294,6 +300,7 @@ fn write_job(p: &Pipeline, dag: &Dag, registry: &Registry, rd: &RunDir, store_ab
         dir: dir.clone(),
         log: rd.path.join(&rd.info.stages[i].log),
         show_progress: false,
+        device: job_device(&rd.info.stages[i].preimage),
         deferred: Some(Deferred { inputs: sources, folds: op.folds_matrix }),
     };
     let path = dir.join("job.json");
@@ -301,14 +308,22 @@ fn write_job(p: &Pipeline, dag: &Dag, registry: &Registry, rd: &RunDir, store_ab
     Ok(path)
 }
 
-/// A stage's `resources` as sbatch options.
-fn resource_args(r: &crate::pipeline::load::Resources) -> Vec<String> {
+/// The device class planned into a stage's preimage (the login node decided it).
+fn job_device(preimage: &Option<serde_json::Value>) -> String {
+    preimage.as_ref().and_then(|p| p.get("device")).and_then(|d| d.as_str()).unwrap_or(device::CPU).to_string()
+}
+
+/// A stage's `resources` as sbatch options; a stage that runs on CUDA gets
+/// a GPU even when its `resources` name none (`--device cuda`).
+fn resource_args(r: &crate::pipeline::load::Resources, device: &str) -> Vec<String> {
     let mut v = Vec::new();
     if let Some(c) = r.cpus {
         v.push(format!("--cpus-per-task={c}"));
     }
-    if let Some(g) = r.gpus.filter(|g| *g > 0) {
-        v.push(format!("--gres=gpu:{g}"));
+    match r.gpus.filter(|g| *g > 0) {
+        Some(g) => v.push(format!("--gres=gpu:{g}")),
+        None if device == device::CUDA => v.push("--gres=gpu:1".into()),
+        None => {}
     }
     if let Some(m) = &r.mem {
         v.push(format!("--mem={m}"));
@@ -613,9 +628,11 @@ mod tests {
     #[test]
     fn resources_map_to_sbatch_options() {
         let r = crate::pipeline::load::Resources { cpus: Some(4), gpus: Some(2), mem: Some("16G".into()), time: Some("24:00:00".into()) };
-        assert_eq!(resource_args(&r), vec!["--cpus-per-task=4", "--gres=gpu:2", "--mem=16G", "--time=24:00:00"]);
+        assert_eq!(resource_args(&r, "cpu"), vec!["--cpus-per-task=4", "--gres=gpu:2", "--mem=16G", "--time=24:00:00"]);
+        assert_eq!(resource_args(&r, "cuda"), vec!["--cpus-per-task=4", "--gres=gpu:2", "--mem=16G", "--time=24:00:00"]);
         let none = crate::pipeline::load::Resources { cpus: None, gpus: Some(0), mem: None, time: None };
-        assert!(resource_args(&none).is_empty(), "no GPU option for gpus: 0");
+        assert!(resource_args(&none, "cpu").is_empty(), "no GPU option for gpus: 0");
+        assert_eq!(resource_args(&none, "cuda"), vec!["--gres=gpu:1"], "a stage forced onto CUDA asks for one GPU");
     }
 
     #[test]

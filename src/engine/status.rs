@@ -1,6 +1,7 @@
 //! `nasflow status`: per stage fresh, stale (and why, field by field) or
 //! never run, without running anything.
 
+use super::device::DevicePolicy;
 use super::fingerprint::DigestCache;
 use super::op::Registry;
 use super::rundir::list_runs;
@@ -23,7 +24,14 @@ pub struct StageState {
     pub fingerprint: Option<String>,
 }
 
+/// Each stage's state as `nasflow run` (default `--device auto`) would find it.
 pub fn status(p: &Pipeline, registry: &Registry, runs_dir: &Path, store_dir: &Path) -> Result<Vec<StageState>> {
+    status_on(p, registry, runs_dir, store_dir, DevicePolicy::Auto)
+}
+
+/// Each stage's state as `nasflow run --device ...` would find it (the
+/// device is part of every fingerprint).
+pub fn status_on(p: &Pipeline, registry: &Registry, runs_dir: &Path, store_dir: &Path, policy: DevicePolicy) -> Result<Vec<StageState>> {
     let dag = Dag::build(p, registry).map_err(|_| anyhow::anyhow!("the stages form a cycle"))?;
     let store = Store::open(store_dir)?;
     let digests = DigestCache::open(store_dir);
@@ -48,7 +56,7 @@ pub fn status(p: &Pipeline, registry: &Registry, runs_dir: &Path, store_dir: &Pa
             out.push(StageState { name: inst.id.clone(), state: state.into(), reasons, fingerprint: None });
             continue;
         }
-        let planned = match plan(p, &dag, i, &outputs, registry, &digests) {
+        let planned = match plan(p, &dag, i, &outputs, registry, &digests, policy) {
             Ok(pl) => pl,
             Err(e) => {
                 out.push(StageState { name: inst.id.clone(), state: "cannot-run".into(), reasons: vec![format!("{e:#}")], fingerprint: None });

@@ -27,6 +27,7 @@ pub fn spec() -> OpSpec {
         data: DataUse::None,
         folds_matrix: true,
         dep_param: None,
+        uses_device: false,
         run,
     }
 }

@@ -1,7 +1,7 @@
 //! `bayesnas.search` and `bayesnas.derive`: BayesNAS (Zhou et al., ICML 2019)
 //! as thin glue over `nasflow_nas::bayesnas`.
 
-use super::common::{load_data, opt, write_genotype, write_jsonl};
+use super::common::{device, load_data, opt, write_genotype, write_jsonl};
 use super::progress::StageProgress;
 use crate::engine::atomic;
 use crate::engine::op::{param, port, DataUse, OpSpec, ParamType, Ports, StageCtx};
@@ -54,6 +54,7 @@ pub fn search_spec() -> OpSpec {
         data: DataUse::Required,
         folds_matrix: false,
         dep_param: None,
+        uses_device: true,
         run: run_search,
     }
 }
@@ -82,6 +83,7 @@ fn config(ctx: &StageCtx) -> Result<BayesSearchConfig> {
         seed: ctx.int("seed")? as u64,
         eval_batch_size: ctx.usize("eval_batch_size")?,
         max_valid_samples: opt(ctx.usize("max_valid_samples")?),
+        device: device(ctx)?,
     })
 }
 
@@ -120,6 +122,7 @@ pub fn derive_spec() -> OpSpec {
         data: DataUse::None,
         folds_matrix: false,
         dep_param: None,
+        uses_device: false,
         run: run_derive,
     }
 }

@@ -1,12 +1,45 @@
-//! What the NAS stage ops share: loading the stage's data set, reading
-//! genotypes, writing arrays and metrics.
+//! What the NAS stage ops share: the stage's device, loading its data set,
+//! reading genotypes, writing arrays and metrics.
 
 use crate::engine::atomic;
+use crate::engine::device::{cuda_built, no_cuda_message, CPU, CUDA};
 use crate::engine::op::StageCtx;
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
 use nasflow_nas::data::DataSplits;
 use nasflow_nas::genotype::Genotype;
 use std::path::Path;
+
+/// The candle device of the stage's device class (decided by the engine):
+/// "cpu" is the CPU, "cuda" is GPU 0. A missing GPU or a build without CUDA
+/// is an error that names the stage and says how to go on.
+pub fn device(ctx: &StageCtx) -> Result<Device> {
+    match ctx.device.as_str() {
+        CPU => Ok(Device::Cpu),
+        CUDA if !cuda_built() => bail!("stage `{}`: {}", ctx.stage, no_cuda_message("it is to run on CUDA")),
+        CUDA => {
+            // A missing driver library can panic inside the CUDA bindings rather than fail.
+            let opened = std::panic::catch_unwind(|| Device::new_cuda(0));
+            match opened {
+                Ok(Ok(d)) => Ok(d),
+                Ok(Err(e)) => bail!("{}", no_gpu(ctx, &e.to_string())),
+                Err(p) => {
+                    let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                    bail!("{}", no_gpu(ctx, &msg))
+                }
+            }
+        }
+        other => bail!("stage `{}`: unknown device `{other}` in its job file (expected `cpu` or `cuda`)", ctx.stage),
+    }
+}
+
+fn no_gpu(ctx: &StageCtx, why: &str) -> String {
+    format!(
+        "stage `{}`: cannot open CUDA device 0 ({}); run with `--device cpu`, or check the NVIDIA driver (`nvidia-smi`) and CUDA_VISIBLE_DEVICES",
+        ctx.stage,
+        why.trim()
+    )
+}
 
 pub fn load_data(ctx: &StageCtx) -> Result<DataSplits> {
     let d = ctx.data.as_ref().with_context(|| format!("stage `{}` needs a data set (`data:`)", ctx.stage))?;

@@ -1,6 +1,6 @@
 //! `darts.search`: DARTS (first or second order) on the stage's data set.
 
-use super::common::load_data;
+use super::common::{device, load_data};
 use super::supernet;
 use super::progress::StageProgress;
 use crate::engine::op::{param, DataUse, OpSpec, ParamType, Ports, StageCtx};
@@ -32,6 +32,7 @@ pub fn spec() -> OpSpec {
         data: DataUse::Required,
         folds_matrix: false,
         dep_param: None,
+        uses_device: true,
         run,
     }
 }
@@ -40,6 +41,7 @@ pub fn config(ctx: &StageCtx) -> Result<SearchConfig> {
     let base = SearchConfig {
         order: if ctx.str("order")? == "second" { Order::Second } else { Order::First },
         alpha_init_std: ctx.float("alpha_init_std")?,
+        device: device(ctx)?,
         ..SearchConfig::default()
     };
     supernet::config(ctx, base)

@@ -20,6 +20,7 @@ pub fn spec() -> OpSpec {
         data: DataUse::None,
         folds_matrix: false,
         dep_param: None,
+        uses_device: false,
         run,
     }
 }

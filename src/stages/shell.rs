@@ -22,6 +22,7 @@ pub fn spec() -> OpSpec {
         data: DataUse::Optional,
         folds_matrix: false,
         dep_param: Some("deps"),
+        uses_device: false,
         run,
     }
 }

@@ -1,12 +1,13 @@
 //! `snas.search`: SNAS (Xie et al., ICLR 2019) on the stage's data set, on
 //! the DARTS supernet and search loop.
 
-use super::common::load_data;
+use super::common::{device, load_data};
 use super::supernet;
 use super::progress::StageProgress;
 use crate::engine::atomic;
 use crate::engine::op::{param, DataUse, OpSpec, ParamType, Ports, StageCtx};
 use anyhow::Result;
+use nasflow_nas::darts::search::SearchConfig;
 use nasflow_nas::snas::{search, ArchOptimizer, Estimator, Penalty, ResourceConfig, SnasConfig, SnasSettings, Temperature};
 use serde_json::json;
 
@@ -48,13 +49,14 @@ pub fn spec() -> OpSpec {
         data: DataUse::Required,
         folds_matrix: false,
         dep_param: None,
+        uses_device: true,
         run,
     }
 }
 
 pub fn config(ctx: &StageCtx) -> Result<SnasConfig> {
     let d = SnasConfig::default();
-    let search = supernet::config(ctx, d.search)?;
+    let search = supernet::config(ctx, SearchConfig { device: device(ctx)?, ..d.search })?;
     let snas = SnasSettings {
         temperature: Temperature {
             initial: ctx.float("temp")?,

@@ -1,7 +1,7 @@
 //! `train` (retrain a genotype from scratch) and `evaluate` (test a trained
 //! model): the shared back half of every cell-based NAS paper.
 
-use super::common::{genotype_from, load_data, opt, read_genotype, write_genotype, write_jsonl};
+use super::common::{device, genotype_from, load_data, opt, read_genotype, write_genotype, write_jsonl};
 use super::progress::StageProgress;
 use crate::engine::atomic;
 use crate::engine::op::{param, port, DataUse, OpSpec, ParamType, Ports, StageCtx};
@@ -48,6 +48,7 @@ pub fn train_spec() -> OpSpec {
         data: DataUse::Required,
         folds_matrix: false,
         dep_param: None,
+        uses_device: true,
         run: run_train,
     }
 }
@@ -72,6 +73,7 @@ fn config(ctx: &StageCtx) -> Result<TrainConfig> {
         eval_batch_size: ctx.usize("eval_batch_size")?,
         pool_bn_affine: ctx.bool("pool_bn")?,
         network: NetworkKind::Darts,
+        device: device(ctx)?,
     })
 }
 
@@ -116,6 +118,7 @@ pub fn evaluate_spec() -> OpSpec {
         data: DataUse::Required,
         folds_matrix: false,
         dep_param: None,
+        uses_device: true,
         run: run_evaluate,
     }
 }
@@ -132,6 +135,7 @@ fn run_evaluate(ctx: &StageCtx) -> Result<()> {
         pool_bn_affine: conf.get("pool_bn").and_then(|v| v.as_bool()).unwrap_or(false),
         network: if conf.get("network").and_then(|v| v.as_str()) == Some("bayesnas") { NetworkKind::BayesNas } else { NetworkKind::Darts },
         eval_batch_size: ctx.usize("eval_batch_size")?,
+        device: device(ctx)?,
         ..TrainConfig::default()
     };
     let data = load_data(ctx)?;
