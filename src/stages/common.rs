@@ -18,10 +18,17 @@ pub fn device(ctx: &StageCtx) -> Result<Device> {
         CPU => Ok(Device::Cpu),
         CUDA if !cuda_built() => bail!("stage `{}`: {}", ctx.stage, no_cuda_message("it is to run on CUDA")),
         CUDA => {
+            // One Device per process: candle tells devices apart by their
+            // handle, not the GPU index, so two handles on GPU 0 could not
+            // share tensors.
+            static CUDA0: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+            if let Some(d) = CUDA0.get() {
+                return Ok(d.clone());
+            }
             // A missing driver library can panic inside the CUDA bindings rather than fail.
             let opened = std::panic::catch_unwind(|| Device::new_cuda(0));
             match opened {
-                Ok(Ok(d)) => Ok(d),
+                Ok(Ok(d)) => Ok(CUDA0.get_or_init(|| d).clone()),
                 Ok(Err(e)) => bail!("{}", no_gpu(ctx, &e.to_string())),
                 Err(p) => {
                     let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
