@@ -43,7 +43,17 @@ impl CustomOp3 for BnTrain {
         Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout, s3: &candle_core::CudaStorage, l3: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::bn_fwd(&self.mean, &self.invstd, s1, l1, s2, l2, s3, l3)
+    }
+
     fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            let (gx, dw, db) = super::cuda::bn_bwd(&self.mean, &self.invstd, self.affine, self.batch_stats, x, w, grad)?;
+            return Ok((Some(gx), dw, db));
+        }
         let (b, c, h, wd) = x.dims4()?;
         let hw = h * wd;
         let n = (b * hw) as f64;
@@ -94,6 +104,10 @@ impl CustomOp3 for BnTrain {
 
 /// Per-channel (mean, biased variance) of an NCHW tensor.
 fn stats(x: &Tensor) -> Result<(Vec<f32>, Vec<f32>)> {
+    #[cfg(feature = "cuda")]
+    if x.device().is_cuda() {
+        return super::cuda::bn_stats(x);
+    }
     let (b, c, h, w) = x.dims4()?;
     let hw = h * w;
     let n = (b * hw) as f64;

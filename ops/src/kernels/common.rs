@@ -1,4 +1,4 @@
-//! Shared helpers for the CPU kernels: access to contiguous f32 data.
+//! Shared helpers for the kernels: access to contiguous f32 data, which tensors they take.
 
 use candle_core::{bail, CpuStorage, DType, Layout, Result, Storage, Tensor};
 
@@ -24,8 +24,15 @@ pub fn with_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<
     }
 }
 
-/// True if the custom kernels can handle this tensor (CPU, f32).
+/// True if the custom kernels can handle this tensor: f32 on the CPU, or f32 on a CUDA device
+/// when the `cuda` feature is on (the window, pool, subsample, ReLU and BN ops have CUDA kernels).
 pub fn kernel_ok(t: &Tensor) -> bool {
+    (t.device().is_cpu() || (cfg!(feature = "cuda") && t.device().is_cuda())) && t.dtype() == DType::F32
+}
+
+/// True if the CPU-only kernels (the 1x1 and dense conv GEMMs) can handle this tensor (CPU, f32);
+/// on CUDA those go to candle's own conv / matmul.
+pub fn cpu_kernel_ok(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32
 }
 

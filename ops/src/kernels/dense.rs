@@ -8,7 +8,7 @@
 use candle_core::{bail, CpuStorage, CustomOp2, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::common::{kernel_ok, slice, with_slice};
+use super::common::{cpu_kernel_ok, slice, with_slice};
 use super::pointwise::{mm, WGRAD_GROUPS};
 use super::simd::add_to;
 use super::window::{build_phases, build_wide, compact, gather, PGeo};
@@ -148,9 +148,10 @@ impl CustomOp2 for DenseConv {
     }
 }
 
-/// Dense conv2d, square kernel; falls back to candle's conv for non-CPU / non-f32 tensors.
+/// Dense conv2d, square kernel; falls back to candle's conv for non-CPU / non-f32 tensors
+/// (CUDA included: candle's own cuda conv).
 pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, dilation: usize) -> Result<Tensor> {
-    if !(kernel_ok(x) && kernel_ok(w)) {
+    if !(cpu_kernel_ok(x) && cpu_kernel_ok(w)) {
         return crate::reference::conv2d_candle_ext(x, w, stride, padding, dilation, 1);
     }
     x.contiguous()?.apply_op2(&w.contiguous()?, DenseConv { s: stride, p: padding, d: dilation })

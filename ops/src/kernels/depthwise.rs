@@ -37,7 +37,17 @@ impl CustomOp2 for DwConv {
         Ok((CpuStorage::F32(out), Shape::from((b, c, g.ho, g.wo))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::dw_fwd(self.s, self.p, self.d, self.relu, s1, l1, s2, l2)
+    }
+
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            let (gx, gw) = super::cuda::dw_bwd(x, w, grad, self.s, self.p, self.d, self.relu)?;
+            return Ok((Some(gx), Some(gw)));
+        }
         let (b, c, h, wd) = x.dims4()?;
         let k = w.dim(2)?;
         let g = PGeo::new(h, wd, k, self.s, self.p, self.d);

@@ -3,6 +3,8 @@
 
 pub mod bn;
 pub mod common;
+#[cfg(feature = "cuda")]
+pub mod cuda;
 pub mod dense;
 pub mod depthwise;
 pub mod pointwise;

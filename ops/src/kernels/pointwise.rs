@@ -5,7 +5,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-use super::common::{kernel_ok, slice, with_slice};
+use super::common::{cpu_kernel_ok, kernel_ok, slice, with_slice};
 use super::simd::multiversion;
 
 const CHUNK: usize = 16 * 1024;
@@ -41,8 +41,17 @@ impl CustomOp1 for Relu {
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, st: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::relu_fwd(st, l)
+    }
+
     /// PyTorch's threshold_backward: grad where the output is > 0.
     fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        #[cfg(feature = "cuda")]
+        if res.device().is_cuda() {
+            return Ok(Some(super::cuda::relu_bwd(res, grad)?));
+        }
         let out = with_slice(res, |y| {
             with_slice(grad, |g| {
                 let mut out = vec![0f32; y.len()];
@@ -198,7 +207,7 @@ impl CustomOp2 for Conv1x1 {
 
 /// 1x1 conv without padding or stride (callers subsample first).
 pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if !(kernel_ok(x) && kernel_ok(w)) {
+    if !(cpu_kernel_ok(x) && cpu_kernel_ok(w)) {
         return crate::reference::conv1x1(x, w, 1);
     }
     x.contiguous()?.apply_op2(&w.contiguous()?, Conv1x1)

@@ -27,6 +27,11 @@ impl CustomOp1 for MaxPool {
         Ok((CpuStorage::F32(out), Shape::from((b, c, g.ho, g.wo))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, st: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::max_fwd(self.k, self.s, self.p, st, l)
+    }
+
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let gx = x.apply_op2_no_bwd(&grad.contiguous()?, &MaxPoolGrad { k: self.k, s: self.s, p: self.p })?;
         Ok(Some(gx))
@@ -58,6 +63,11 @@ impl CustomOp2 for MaxPoolGrad {
         });
         Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
     }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, s1: &candle_core::CudaStorage, l1: &Layout, s2: &candle_core::CudaStorage, l2: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::max_bwd(self.k, self.s, self.p, s1, l1, s2, l2)
+    }
 }
 
 struct AvgPool {
@@ -80,6 +90,11 @@ impl CustomOp1 for AvgPool {
         let plane = g.ho * g.wo;
         let out = par_chunks_zeroed(b * c * plane, plane, Scratch::default, |sc, i, o| avg_fwd_plane(&g, &x[i * h * w..(i + 1) * h * w], &inv, o, sc));
         Ok((CpuStorage::F32(out), Shape::from((b, c, g.ho, g.wo))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, st: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::avg_fwd(self.k, self.s, self.p, self.cip, st, l)
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -116,6 +131,11 @@ impl CustomOp1 for AvgPoolGrad {
             avg_bwd_plane(&g, &gr[i * ho * wo..(i + 1) * ho * wo], &inv, o, sc)
         });
         Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, st: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::avg_bwd(self.h, self.w, self.k, self.s, self.p, self.cip, st, l)
     }
 }
 
@@ -158,7 +178,16 @@ impl CustomOp1 for Subsample {
         Ok((CpuStorage::F32(out), Shape::from((b, c, ho, wo))))
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, st: &candle_core::CudaStorage, l: &Layout) -> Result<(candle_core::CudaStorage, Shape)> {
+        super::cuda::sub_fwd(self.sh, self.sw, self.h0, self.w0, self.relu, st, l)
+    }
+
     fn bwd(&self, x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        #[cfg(feature = "cuda")]
+        if x.device().is_cuda() {
+            return Ok(Some(super::cuda::sub_bwd(x, res, grad, self.sh, self.sw, self.h0, self.w0, self.relu)?));
+        }
         let (b, c, h, w) = x.dims4()?;
         let (ho, wo) = self.out_hw(h, w);
         let (sh, sw, relu) = (self.sh, self.sw, self.relu);
