@@ -22,6 +22,13 @@
 //! On other devices or dtypes every function falls back to a composition of candle's stock ops
 //! ([`mod@reference`]), which is differentiable but slow.
 //!
+//! # CUDA (feature `cuda`)
+//! With the `cuda` feature, f32 tensors on a CUDA device use CUDA kernels (`ops/cuda/*.cu`,
+//! compiled to PTX by `build.rs` with nvcc) for the depthwise conv, the pools, subsample, ReLU and
+//! batch norm, forward and backward (gather-style backward, no float atomics); the 1x1 and dense
+//! convs use candle's own CUDA conv / matmul. Compiled but not yet run on a GPU: see
+//! `docs/cuda.md`. Without the feature nothing CUDA is built.
+//!
 //! # Speed notes
 //! The GEMMs (1x1 and dense convs) use the `gemm` crate with its AVX-512 kernels enabled (chosen
 //! at run time). Kernel outputs are zeroed chunk by chunk by the worker that fills them, or not
