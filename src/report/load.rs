@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 pub struct AlphaHistory {
     pub normal: Vec<Vec<Vec<f32>>>,
     pub reduce: Vec<Vec<Vec<f32>>>,
+    /// BayesNAS: γ per round (`switches/rounds/NN/gamma_*.npy`), `[edge][switch]`
+    /// of the first cell of each type (γ is shared by the cells of a type).
+    pub bayes_gamma: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -113,7 +116,7 @@ fn read_stage(dir: &Path, s: &crate::engine::rundir::StageRun, resources: BTreeM
     let params = object(pre.and_then(|p| p.get("params")));
     let curve = read_curve(&dir.join("metrics.jsonl"), notes);
     let genotype = read_genotype(&dir.join("genotype").join("genotype.json"), notes);
-    let alphas = read_alphas(&dir.join("alphas").join("epochs"), notes);
+    let alphas = read_alphas(&dir.join("alphas").join("epochs"), notes).or_else(|| read_gamma_rounds(&dir.join("switches").join("rounds"), notes));
     let drawings = read_drawings(&dir.join("cells"));
     StageData { name: s.name.clone(), stage: s.stage.clone(), op: s.op.clone(), status: s.status.clone(), coords: s.coords.clone(), seconds: s.seconds, device, params, resources, metrics: s.metrics.clone(), curve, genotype, alphas, drawings }
 }
@@ -171,6 +174,35 @@ fn read_alphas(dir: &Path, notes: &mut Vec<String>) -> Option<AlphaHistory> {
     (!h.normal.is_empty() || !h.reduce.is_empty()).then_some(h)
 }
 
+/// BayesNAS's `rounds/NN/gamma_norm.npy` and `gamma_reduct.npy` (`[cells, 8, 8]`), in round order.
+fn read_gamma_rounds(dir: &Path, notes: &mut Vec<String>) -> Option<AlphaHistory> {
+    let mut rounds: Vec<(usize, PathBuf)> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path())))
+        .collect();
+    rounds.sort();
+    let mut h = AlphaHistory { bayes_gamma: true, ..Default::default() };
+    for (_, round) in rounds {
+        for (file, into) in [("gamma_norm.npy", &mut h.normal), ("gamma_reduct.npy", &mut h.reduce)] {
+            let path = round.join(file);
+            let first_cell = candle_core::Tensor::read_npy(&path)
+                .with_context(|| format!("cannot read {} as .npy", path.display()))
+                .and_then(|t| {
+                    if t.rank() != 3 {
+                        anyhow::bail!("{} has shape {:?}; expected [cells, edges, switches]", path.display(), t.dims());
+                    }
+                    Ok(t.get(0)?.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
+                });
+            match first_cell {
+                Ok(m) => into.push(m),
+                Err(e) => notes.push(format!("{e:#}")),
+            }
+        }
+    }
+    (!h.normal.is_empty() || !h.reduce.is_empty()).then_some(h)
+}
+
 /// A 2-D .npy array (edges x ops) as rows of f32.
 pub fn read_matrix(path: &Path) -> Result<Vec<Vec<f32>>> {
     let t = candle_core::Tensor::read_npy(path).with_context(|| format!("cannot read {} as .npy", path.display()))?;
@@ -192,4 +224,39 @@ fn read_drawings(dir: &Path) -> Vec<(String, String)> {
         .collect();
     out.sort();
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bayesnas_gamma_rounds_are_read_in_round_order_from_the_first_cell() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = candle_core::Device::Cpu;
+        // rounds written out of order; cell 1 differs from cell 0 to show which is read
+        for r in [1usize, 0] {
+            let d = dir.path().join(format!("{r:02}"));
+            std::fs::create_dir_all(&d).unwrap();
+            for (file, base) in [("gamma_norm.npy", 10.0f32), ("gamma_reduct.npy", 20.0)] {
+                let v: Vec<f32> = (0..2 * 64).map(|i| if i < 64 { base + r as f32 } else { -1.0 }).collect();
+                candle_core::Tensor::from_vec(v, (2, 8, 8), &dev).unwrap().write_npy(d.join(file)).unwrap();
+            }
+        }
+        std::fs::write(dir.path().join("notes.txt"), "not a round").unwrap();
+        let mut notes = Vec::new();
+        let h = read_gamma_rounds(dir.path(), &mut notes).unwrap();
+        assert!(h.bayes_gamma && notes.is_empty(), "{notes:?}");
+        assert_eq!((h.normal.len(), h.reduce.len()), (2, 2));
+        assert_eq!((h.normal[0][3][5], h.normal[1][0][0], h.reduce[1][7][7]), (10.0, 11.0, 21.0));
+
+        let svg = crate::report::plots::heatmap_svg("g", &h.normal, crate::report::plots::Scale::Log10, None).unwrap();
+        assert!(svg.contains("log10"), "the colour scale says it is log10");
+
+        // a damaged round is a note, not a failed report
+        std::fs::write(dir.path().join("01").join("gamma_norm.npy"), b"junk").unwrap();
+        let h = read_gamma_rounds(dir.path(), &mut notes).unwrap();
+        assert_eq!(h.normal.len(), 1);
+        assert!(notes.iter().any(|n| n.contains("gamma_norm.npy")), "{notes:?}");
+    }
 }

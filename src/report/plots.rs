@@ -190,7 +190,23 @@ fn colormap(t: f64) -> RGBColor {
 /// One panel per edge: rows are ops, columns epochs, colour the weight.
 /// `softmax`: show softmax over ops (DARTS alphas, SNAS log-alphas) instead
 /// of the raw values (BayesNAS gammas).
-pub fn heatmap_svg(title: &str, epochs: &[Vec<Vec<f32>>], softmax_ops: bool) -> Result<String> {
+/// How a heatmap's values are shown: softmax over the ops of an edge (DARTS
+/// alphas, SNAS log-alphas), raw, or log10 (BayesNAS γ spans decades).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Scale {
+    Softmax,
+    Raw,
+    Log10,
+}
+
+/// Row (op) and panel (edge) labels; None: DARTS names by count.
+pub struct Labels {
+    pub ops: Vec<String>,
+    pub edges: Vec<String>,
+}
+
+pub fn heatmap_svg(title: &str, epochs: &[Vec<Vec<f32>>], scale: Scale, labels: Option<&Labels>) -> Result<String> {
+    let softmax_ops = scale == Scale::Softmax;
     let n_epochs = epochs.len();
     let n_edges = epochs.first().map(|e| e.len()).unwrap_or(0);
     let n_ops = epochs.first().and_then(|e| e.first()).map(|o| o.len()).unwrap_or(0);
@@ -206,7 +222,8 @@ pub fn heatmap_svg(title: &str, epochs: &[Vec<Vec<f32>>], softmax_ops: bool) -> 
         for (e, row) in ep.iter().enumerate() {
             let row = if softmax_ops { softmax(row) } else { row.clone() };
             for (k, v) in row.into_iter().enumerate() {
-                values[e][k][t] = v as f64;
+                // γ ≥ 0; floor at 1e-12 so a switch pruned to 0 stays on the scale
+                values[e][k][t] = if scale == Scale::Log10 { (v as f64).max(1e-12).log10() } else { v as f64 };
             }
         }
     }
@@ -217,8 +234,10 @@ pub fn heatmap_svg(title: &str, epochs: &[Vec<Vec<f32>>], softmax_ops: bool) -> 
         let hi = values.iter().flatten().flatten().copied().fold(f64::NEG_INFINITY, f64::max);
         (lo, if hi - lo < 1e-12 { lo + 1.0 } else { hi })
     };
-    let ops = op_names(n_ops);
-    let edges = edge_names(n_edges);
+    let (ops, edges) = match labels {
+        Some(l) if l.ops.len() == n_ops && l.edges.len() == n_edges => (l.ops.clone(), l.edges.clone()),
+        _ => (op_names(n_ops), edge_names(n_edges)),
+    };
     let cols = 4usize.min(n_edges);
     let rows = n_edges.div_ceil(cols);
     let (pw, ph) = (260u32, (n_ops as u32) * 14 + 70);
@@ -226,7 +245,11 @@ pub fn heatmap_svg(title: &str, epochs: &[Vec<Vec<f32>>], softmax_ops: bool) -> 
     {
         let root = SVGBackend::with_string(&mut buf, (pw * cols as u32, ph * rows as u32 + 70)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let scale = format!("{title} (colour: {} from {lo:.3} to {hi:.3})", if softmax_ops { "softmax over ops" } else { "raw value" });
+        let scale = format!("{title} (colour: {} from {lo:.3} to {hi:.3})", match scale {
+            Scale::Softmax => "softmax over ops",
+            Scale::Raw => "raw value",
+            Scale::Log10 => "log10 of the value",
+        });
         let (head, body) = root.split_vertically(40);
         head.titled(&scale, ("sans-serif", 16)).map_err(err)?;
         let panels = body.split_evenly((rows, cols));
@@ -263,18 +286,40 @@ pub fn heatmap_svg(title: &str, epochs: &[Vec<Vec<f32>>], softmax_ops: bool) -> 
 pub fn alpha_heatmaps(run: &Run) -> Result<Vec<Figure>> {
     let mut out = Vec::new();
     for s in &run.stages {
-        let Some(AlphaHistory { normal, reduce }) = &s.alphas else { continue };
-        // DARTS alphas and SNAS log-alphas are logits over ops; other methods' weights are shown raw.
-        let softmax_ops = matches!(s.op.as_str(), "darts.search" | "snas.search");
-        for (cell, epochs) in [("normal", normal), ("reduce", reduce)] {
+        let Some(AlphaHistory { normal, reduce, bayes_gamma }) = &s.alphas else { continue };
+        // DARTS alphas and SNAS log-alphas are logits over ops; BayesNAS γ spans decades; others raw.
+        let scale = if *bayes_gamma {
+            Scale::Log10
+        } else if matches!(s.op.as_str(), "darts.search" | "snas.search") {
+            Scale::Softmax
+        } else {
+            Scale::Raw
+        };
+        let (what, steps) = if *bayes_gamma { ("switch gammas per edge", "rounds") } else { ("weights per edge", "epochs") };
+        for (cell, epochs, reduction) in [("normal", normal, false), ("reduce", reduce, true)] {
             if epochs.is_empty() {
                 continue;
             }
-            let title = format!("{} {}: {cell} cell weights per edge over {} epochs", run.label(), s.name, epochs.len());
-            out.push(Figure { name: file_stem(&format!("alphas_{}_{}_{cell}", run.info.id, s.name)), svg: heatmap_svg(&title, epochs, softmax_ops)?, title });
+            let labels = bayes_gamma.then(|| bayes_labels(reduction));
+            let title = format!("{} {}: {cell} cell {what} over {} {steps}", run.label(), s.name, epochs.len());
+            let svg = heatmap_svg(&title, epochs, scale, labels.as_ref())?;
+            out.push(Figure { name: file_stem(&format!("alphas_{}_{}_{cell}", run.info.id, s.name)), svg, title });
         }
     }
     Ok(out)
+}
+
+/// BayesNAS rows are its switches, panels its named edges ("in1_3: c_{k-2} → 3").
+fn bayes_labels(reduction: bool) -> Labels {
+    use nasflow_nas::bayesnas::space::{BayesNasSpace, SearchSpace, SWITCHES};
+    Labels {
+        ops: SWITCHES.iter().map(|s| s.to_string()).collect(),
+        edges: BayesNasSpace
+            .edges(reduction)
+            .iter()
+            .map(|e| format!("{}: {} \u{2192} {}", e.name, state_name(e.input), state_name(e.node + 2)))
+            .collect(),
+    }
 }
 
 /// Writes figures as `<dir>/<name>.svg`; returns the paths.
@@ -287,4 +332,20 @@ pub fn write_svgs(dir: &std::path::Path, figs: &[Figure]) -> Result<Vec<std::pat
         out.push(p);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bayesnas_heatmap_names_switches_and_edges() {
+        let epochs = vec![vec![vec![1.0f32; 8]; 8]; 2];
+        let svg = heatmap_svg("t", &epochs, Scale::Log10, Some(&bayes_labels(true))).unwrap();
+        for label in ["switch_all", "switch_ident", "sel_0_3", "in0_0"] {
+            assert!(svg.contains(label), "{label} missing");
+        }
+        // without labels an 8-column matrix would be read as DARTS ops
+        assert!(!svg.contains("sep_conv_3x3"));
+    }
 }
