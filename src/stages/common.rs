@@ -41,6 +41,8 @@ pub fn device(ctx: &StageCtx) -> Result<Device> {
 }
 
 fn no_gpu(ctx: &StageCtx, why: &str) -> String {
+    // candle appends a backtrace to its errors when RUST_BACKTRACE is set: keep the cause.
+    let why = why.lines().next().unwrap_or("");
     format!(
         "stage `{}`: cannot open CUDA device 0 ({}); run with `--device cpu`, or check the NVIDIA driver (`nvidia-smi`) and CUDA_VISIBLE_DEVICES",
         ctx.stage,
