@@ -1,8 +1,9 @@
 //! Reference implementations built only from candle's stock tensor ops.
 //!
 //! They are slow but differentiable on any device. The public functions of this crate use them
-//! for tensors that are not on the CPU (the custom kernels are CPU-only), and the tests use them
-//! as a second opinion next to the PyTorch fixtures.
+//! where no custom kernel applies (other dtypes and devices; on CUDA, with the `cuda` feature, for
+//! the 1x1 and dense convs only: see docs/cuda.md), and the tests use them as a second opinion
+//! next to the PyTorch fixtures.
 
 use candle_core::{Result, Tensor, D};
 
