@@ -9,11 +9,8 @@ pub fn drop_path(x: &Tensor, mask: &[f32], keep_prob: f32) -> Result<Tensor> {
     if mask.len() != b {
         candle_core::bail!("drop_path: mask of length {} for batch {}", mask.len(), b);
     }
-    let mut shape = vec![1usize; x.rank()];
-    shape[0] = b;
     let scaled: Vec<f32> = mask.iter().map(|m| m / keep_prob).collect();
-    let m = Tensor::from_vec(scaled, shape, x.device())?.to_dtype(x.dtype())?;
-    x.broadcast_mul(&m)
+    crate::kernels::pointwise::scale_samples(x, &scaled)
 }
 
 fn last(name: &str) -> &str {

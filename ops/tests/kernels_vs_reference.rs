@@ -218,3 +218,26 @@ fn candle_stride2_mixed_parity_conv_backward_is_avoided() -> Result<()> {
     }
     Ok(())
 }
+
+/// drop_path (its own op, no gradient for the mask) gives exactly what x · mask as a broadcast
+/// product gives, values and gradients, zeros in the mask included.
+#[test]
+fn drop_path_matches_broadcast_mul_exactly() -> Result<()> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(16);
+    for shape in [[4usize, 3, 5, 7], [1, 2, 3, 3], [6, 1, 1, 1]] {
+        let x = Var::from_tensor(&rand_tensor(&mut rng, &shape)?)?;
+        let mask: Vec<f32> = (0..shape[0]).map(|i| (i % 3 != 1) as u8 as f32).collect();
+        let keep = 0.7f32;
+        let y1 = nasflow_ops::drop_path(x.as_tensor(), &mask, keep)?;
+        let scaled: Vec<f32> = mask.iter().map(|m| m / keep).collect();
+        let m = Tensor::from_vec(scaled, (shape[0], 1, 1, 1), &Device::Cpu)?;
+        let y2 = x.as_tensor().broadcast_mul(&m)?;
+        assert_eq!(y1.flatten_all()?.to_vec1::<f32>()?, y2.flatten_all()?.to_vec1::<f32>()?, "{shape:?}: values");
+        let a = rand_tensor(&mut rng, &shape)?;
+        let g1 = (y1 * &a)?.sum_all()?.backward()?;
+        let g2 = (y2 * &a)?.sum_all()?.backward()?;
+        let (g1, g2) = (g1.get(x.as_tensor()).unwrap(), g2.get(x.as_tensor()).unwrap());
+        assert_eq!(g1.flatten_all()?.to_vec1::<f32>()?, g2.flatten_all()?.to_vec1::<f32>()?, "{shape:?}: grads");
+    }
+    Ok(())
+}

@@ -1,4 +1,5 @@
-//! ReLU and the 1x1 convolution (one small GEMM per sample) as candle custom ops.
+//! ReLU, per-sample scaling (drop path) and the 1x1 convolution (one small GEMM per sample) as
+//! candle custom ops.
 
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, Device, Layout, Result, Shape, Tensor};
 use gemm::Parallelism;
@@ -69,6 +70,60 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
         return x.relu();
     }
     x.contiguous()?.apply_op1(Relu)
+}
+
+/// y = x · scale[sample]: drop path's mask as the op's own constant. candle's `broadcast_mul`
+/// with a mask tensor would also compute, zero-fill and reduce a gradient for the mask (a constant)
+/// on every call, several full passes over each activation; here the backward is one pass.
+/// The products are the same f32 multiplications, so values and gradients are bit-identical.
+struct ScaleSamples {
+    scale: Vec<f32>,
+}
+
+impl ScaleSamples {
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let per = x.len() / self.scale.len().max(1);
+        let mut out = vec![0f32; x.len()];
+        if per > 0 {
+            out.par_chunks_mut(per).zip(x.par_chunks(per)).zip(self.scale.par_iter()).for_each(|((o, x), &s)| {
+                for (o, &v) in o.iter_mut().zip(x) {
+                    *o = v * s;
+                }
+            });
+        }
+        out
+    }
+}
+
+impl CustomOp1 for ScaleSamples {
+    fn name(&self) -> &'static str {
+        "nasflow-scale-samples"
+    }
+
+    fn cpu_fwd(&self, st: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(st, l)?;
+        Ok((CpuStorage::F32(self.apply(x)), l.shape().clone()))
+    }
+
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let out = with_slice(grad, |g| Ok(self.apply(g)))?;
+        Ok(Some(Tensor::from_vec(out, grad.shape(), &Device::Cpu)?))
+    }
+}
+
+/// x[b] · scale[b] for every sample b (dim 0), differentiable in x only.
+pub fn scale_samples(x: &Tensor, scale: &[f32]) -> Result<Tensor> {
+    let b = x.dim(0)?;
+    if scale.len() != b {
+        bail!("scale_samples: {} scales for a batch of {b}", scale.len());
+    }
+    if !cpu_kernel_ok(x) {
+        let mut shape = vec![1usize; x.rank()];
+        shape[0] = b;
+        let m = Tensor::from_vec(scale.to_vec(), shape, x.device())?.to_dtype(x.dtype())?;
+        return x.broadcast_mul(&m);
+    }
+    x.contiguous()?.apply_op1(ScaleSamples { scale: scale.to_vec() })
 }
 
 /// dst[m x n] (row stride dst_rs) = (read_dst ? dst : 0) + lhs[m x k] * rhs[k x n], strided views.
