@@ -10,7 +10,7 @@ pub fn drop_path(x: &Tensor, mask: &[f32], keep_prob: f32) -> Result<Tensor> {
         candle_core::bail!("drop_path: mask of length {} for batch {}", mask.len(), b);
     }
     let scaled: Vec<f32> = mask.iter().map(|m| m / keep_prob).collect();
-    crate::kernels::pointwise::scale_samples(x, &scaled)
+    crate::kernels::pointwise::scale_leading(x, &scaled, 1)
 }
 
 fn last(name: &str) -> &str {

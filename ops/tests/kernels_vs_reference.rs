@@ -241,3 +241,22 @@ fn drop_path_matches_broadcast_mul_exactly() -> Result<()> {
     }
     Ok(())
 }
+
+/// Per-plane scaling (channel dropout's mask) is exactly x · mask[b, c, 1, 1].
+#[test]
+fn per_plane_scaling_matches_broadcast_mul_exactly() -> Result<()> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+    let x = Var::from_tensor(&rand_tensor(&mut rng, &[3, 4, 5, 6])?)?;
+    let mask: Vec<f32> = (0..12).map(|i| if i % 4 == 2 { 0.0 } else { 1.0 / 0.8 }).collect();
+    let y1 = nasflow_ops::scale_leading(x.as_tensor(), &mask, 2)?;
+    let y2 = x.as_tensor().broadcast_mul(&Tensor::from_vec(mask.clone(), (3, 4, 1, 1), &Device::Cpu)?)?;
+    assert_eq!(y1.flatten_all()?.to_vec1::<f32>()?, y2.flatten_all()?.to_vec1::<f32>()?);
+    let a = rand_tensor(&mut rng, &[3, 4, 5, 6])?;
+    let g1 = (y1 * &a)?.sum_all()?.backward()?;
+    let g2 = (y2 * &a)?.sum_all()?.backward()?;
+    assert_eq!(g1.get(x.as_tensor()).unwrap().flatten_all()?.to_vec1::<f32>()?, g2.get(x.as_tensor()).unwrap().flatten_all()?.to_vec1::<f32>()?);
+    // a mask that does not fit the leading dims is an error, not a panic
+    assert!(nasflow_ops::scale_leading(x.as_tensor(), &mask[..5], 2).is_err());
+    assert!(nasflow_ops::scale_leading(x.as_tensor(), &mask, 0).is_err());
+    Ok(())
+}

@@ -262,8 +262,8 @@ pub fn channel_dropout(x: &Tensor, p: f32, rng: &mut Rng) -> Result<Tensor> {
     let (b, c, _, _) = x.dims4()?;
     let keep = 1.0 - p;
     let mask: Vec<f32> = (0..b * c).map(|_| if rng.random::<f32>() < keep { 1.0 / keep } else { 0.0 }).collect();
-    let m = Tensor::from_vec(mask, (b, c, 1, 1), x.device())?.to_dtype(x.dtype())?;
-    x.broadcast_mul(&m)
+    // one op with a constant mask: no gradient is computed for the mask (see `drop_path`)
+    nasflow_ops::scale_leading(x, &mask, 2)
 }
 
 #[cfg(test)]

@@ -72,7 +72,8 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     x.contiguous()?.apply_op1(Relu)
 }
 
-/// y = x · scale[sample]: drop path's mask as the op's own constant. candle's `broadcast_mul`
+/// y = x · scale[block] over equal contiguous blocks (samples or planes): a dropout mask as the
+/// op's own constant. candle's `broadcast_mul`
 /// with a mask tensor would also compute, zero-fill and reduce a gradient for the mask (a constant)
 /// on every call, several full passes over each activation; here the backward is one pass.
 /// The products are the same f32 multiplications, so values and gradients are bit-identical.
@@ -111,15 +112,16 @@ impl CustomOp1 for ScaleSamples {
     }
 }
 
-/// x[b] · scale[b] for every sample b (dim 0), differentiable in x only.
-pub fn scale_samples(x: &Tensor, scale: &[f32]) -> Result<Tensor> {
-    let b = x.dim(0)?;
-    if scale.len() != b {
-        bail!("scale_samples: {} scales for a batch of {b}", scale.len());
+/// x · scale, with one scale per index of the first `lead` dims (row-major): per sample for
+/// drop path (`lead` 1), per (sample, channel) plane for channel dropout (`lead` 2).
+/// Differentiable in x only.
+pub fn scale_leading(x: &Tensor, scale: &[f32], lead: usize) -> Result<Tensor> {
+    let dims = x.dims();
+    if lead == 0 || lead > dims.len() || dims[..lead].iter().product::<usize>() != scale.len() {
+        bail!("scale_leading: {} scales do not fit the first {lead} dims of {dims:?}", scale.len());
     }
     if !cpu_kernel_ok(x) {
-        let mut shape = vec![1usize; x.rank()];
-        shape[0] = b;
+        let shape: Vec<usize> = dims.iter().enumerate().map(|(i, &d)| if i < lead { d } else { 1 }).collect();
         let m = Tensor::from_vec(scale.to_vec(), shape, x.device())?.to_dtype(x.dtype())?;
         return x.broadcast_mul(&m);
     }
