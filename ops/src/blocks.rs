@@ -36,8 +36,11 @@ impl ReLUConvBN {
 impl ModuleT for ReLUConvBN {
     fn forward_t(&self, x: &Tensor, train: bool) -> Result<Tensor> {
         let (_, _, kh, kw) = self.conv.dims4()?;
-        // ReLU commutes with the subsampling of a strided 1x1 conv: subsample first, then ReLU
-        let y = if kh == 1 && kw == 1 && self.padding == 0 {
+        // ReLU commutes with the subsampling of a strided 1x1 conv: subsample first, then ReLU;
+        // at stride 1 the ReLU goes inside the 1x1 conv op (no separate node)
+        let y = if kh == 1 && kw == 1 && self.padding == 0 && self.stride == 1 {
+            crate::kernels::pointwise::relu_conv1x1(x, &self.conv)?
+        } else if kh == 1 && kw == 1 && self.padding == 0 {
             conv2d(&subsample_ext(x, self.stride, self.stride, 0, 0, true)?, &self.conv, 1, 0)?
         } else {
             conv2d(&relu(x)?, &self.conv, self.stride, self.padding)?

@@ -51,6 +51,6 @@ pub use blocks::{Conv7x1_1x7, DilConv, FactorizedReduce, ReLUConvBN, SepConv};
 pub use bn::BatchNorm;
 pub use conv::{conv2d, depthwise_conv2d, relu_depthwise_conv2d};
 pub use init::{drop_path, init_pytorch_default};
-pub use kernels::pointwise::scale_leading;
+pub use kernels::pointwise::{relu_conv1x1, scale_leading};
 pub use kernels::{avg_pool2d, max_pool2d, relu, subsample};
 pub use primitive::{Op, Primitive};

@@ -260,3 +260,28 @@ fn per_plane_scaling_matches_broadcast_mul_exactly() -> Result<()> {
     assert!(nasflow_ops::scale_leading(x.as_tensor(), &mask, 0).is_err());
     Ok(())
 }
+
+/// ReLUConvBN's stride-1 1x1 conv with the ReLU inside the op gives exactly what relu then the
+/// 1x1 conv give (values, grad x, grad w), NaN and zero inputs included.
+#[test]
+fn relu_fused_conv1x1_matches_relu_then_conv_exactly() -> Result<()> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(18);
+    for &(b, cin, cout, h, w) in &[(3usize, 5usize, 4usize, 6usize, 7usize), (20, 8, 6, 4, 4), (1, 3, 2, 1, 1)] {
+        let mut xv = rand_tensor(&mut rng, &[b, cin, h, w])?.flatten_all()?.to_vec1::<f32>()?;
+        xv[0] = 0.0;
+        xv[1] = f32::NAN;
+        let x = Var::from_tensor(&Tensor::from_vec(xv, (b, cin, h, w), &Device::Cpu)?)?;
+        let wv = Var::from_tensor(&rand_tensor(&mut rng, &[cout, cin, 1, 1])?)?;
+        let y1 = nasflow_ops::relu_conv1x1(x.as_tensor(), wv.as_tensor())?;
+        let y2 = nasflow_ops::conv2d(&nasflow_ops::relu(x.as_tensor())?, wv.as_tensor(), 1, 0)?;
+        let bits = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap().into_iter().map(f32::to_bits).collect::<Vec<_>>();
+        assert_eq!(bits(&y1), bits(&y2), "values");
+        let a = rand_tensor(&mut rng, y1.dims())?;
+        let g1 = (y1 * &a)?.sum_all()?.backward()?;
+        let g2 = (y2 * &a)?.sum_all()?.backward()?;
+        for (what, v) in [("x", x.as_tensor()), ("w", wv.as_tensor())] {
+            assert_eq!(bits(g1.get(v).unwrap()), bits(g2.get(v).unwrap()), "grad {what}");
+        }
+    }
+    Ok(())
+}

@@ -198,7 +198,21 @@ fn par_uninit(len: usize, chunk: usize, fill: impl Fn(usize, &mut [MaybeUninit<f
 pub(crate) const WGRAD_GROUPS: usize = 16;
 
 /// (x [B,Cin,H,W], w [Cout,Cin,1,1]) -> y [B,Cout,H,W]; y_b = W x_b, one GEMM per sample.
-struct Conv1x1;
+/// With `relu`, y_b = W relu(x_b): the ReLU is applied to a per-sample copy inside the op, so
+/// relu(x) is neither a separate autograd node nor kept alive for the backward.
+struct Conv1x1 {
+    relu: bool,
+}
+
+/// The GEMM operand for sample `xi`: itself, or its ReLU in `buf` (same values as `relu_body`).
+fn operand<'a>(relu: bool, xi: &'a [f32], buf: &'a mut Vec<f32>) -> &'a [f32] {
+    if !relu {
+        return xi;
+    }
+    buf.clear();
+    buf.extend(xi.iter().map(|&v| if v > 0.0 { v } else { 0.0 }));
+    buf
+}
 
 impl CustomOp2 for Conv1x1 {
     fn name(&self) -> &'static str {
@@ -215,7 +229,9 @@ impl CustomOp2 for Conv1x1 {
         let wt = slice(s2, l2)?;
         let hw = h * w;
         let out = par_uninit(b * cout * hw, cout * hw, |i, y| {
-            mm_uninit(cout, hw, cin, y, wt, cin as isize, 1, &x[i * cin * hw..(i + 1) * cin * hw], hw as isize, 1);
+            let mut buf = Vec::new();
+            let xi = operand(self.relu, &x[i * cin * hw..(i + 1) * cin * hw], &mut buf);
+            mm_uninit(cout, hw, cin, y, wt, cin as isize, 1, xi, hw as isize, 1);
         });
         Ok((CpuStorage::F32(out), Shape::from((b, cout, h, w))))
     }
@@ -234,6 +250,16 @@ impl CustomOp2 for Conv1x1 {
                     let gx = if need_x {
                         par_uninit(b * cin * hw, cin * hw, |i, o| {
                             mm_uninit(cin, hw, cout, o, wt, 1, cin as isize, &gs[i * cout * hw..(i + 1) * cout * hw], hw as isize, 1);
+                            if self.relu {
+                                // SAFETY: the GEMM above wrote every element of `o`.
+                                let o = unsafe { &mut *(o as *mut [MaybeUninit<f32>] as *mut [f32]) };
+                                // ReLU backward: the gradient passes where relu(x) > 0, i.e. x > 0
+                                for (g, &xv) in o.iter_mut().zip(&xs[i * cin * hw..(i + 1) * cin * hw]) {
+                                    if !(xv > 0.0) {
+                                        *g = 0.0;
+                                    }
+                                }
+                            }
                         })
                     } else {
                         Vec::new()
@@ -241,9 +267,11 @@ impl CustomOp2 for Conv1x1 {
                     // grad W = sum_b g_b x_b^T, in fixed batch groups
                     let mut part = vec![0f32; groups * cout * cin];
                     part.par_chunks_mut(cout * cin).enumerate().for_each(|(gi, acc)| {
+                        let mut buf = Vec::new();
                         for i in gi * per..((gi + 1) * per).min(b) {
                             let read = i > gi * per;
-                            mm(cout, cin, hw, acc, cin, read, &gs[i * cout * hw..(i + 1) * cout * hw], hw as isize, 1, &xs[i * cin * hw..(i + 1) * cin * hw], 1, hw as isize);
+                            let xi = operand(self.relu, &xs[i * cin * hw..(i + 1) * cin * hw], &mut buf);
+                            mm(cout, cin, hw, acc, cin, read, &gs[i * cout * hw..(i + 1) * cout * hw], hw as isize, 1, xi, 1, hw as isize);
                         }
                     });
                     let mut gw = vec![0f32; cout * cin];
@@ -267,5 +295,14 @@ pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if !(cpu_kernel_ok(x) && cpu_kernel_ok(w)) {
         return crate::reference::conv1x1(x, w, 1);
     }
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv1x1)
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv1x1 { relu: false })
+}
+
+/// `conv1x1(relu(x), w)` with the ReLU fused into the op (ReLUConvBN's stride-1 case, e.g. every
+/// cell's preprocessing): one autograd node, and relu(x) is not kept for the backward.
+pub fn relu_conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !(cpu_kernel_ok(x) && cpu_kernel_ok(w)) {
+        return crate::reference::conv1x1(&x.relu()?, w, 1);
+    }
+    x.contiguous()?.apply_op2(&w.contiguous()?, Conv1x1 { relu: true })
 }
