@@ -54,12 +54,6 @@ pub fn is_reduction(layer: usize, layers: usize) -> bool {
     layer == layers / 3 || layer == 2 * layers / 3
 }
 
-/// Number of edges of a cell with `steps` intermediate nodes: node i has
-/// i+2 predecessors (the two cell inputs and the earlier nodes).
-pub fn edges_for_steps(steps: usize) -> usize {
-    DartsSpace::new(steps, Vec::new()).edges(false).len()
-}
-
 // ---------------------------------------------------------------- shared parts
 
 /// conv3x3(in -> out, pad 1, no bias) + BN(affine): the first layer of both nets.

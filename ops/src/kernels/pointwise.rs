@@ -73,30 +73,28 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 }
 
 /// y = x · scale[block] over equal contiguous blocks (samples or planes): a dropout mask as the
-/// op's own constant. candle's `broadcast_mul`
-/// with a mask tensor would also compute, zero-fill and reduce a gradient for the mask (a constant)
-/// on every call, several full passes over each activation; here the backward is one pass.
-/// The products are the same f32 multiplications, so values and gradients are bit-identical.
-struct ScaleSamples {
+/// op's own constant. candle's `broadcast_mul` with a mask tensor would also compute, zero-fill
+/// and reduce a gradient for the mask (a constant) on every call, several full passes over each
+/// activation; here the backward is one pass. The products are the same f32 multiplications, so
+/// values and gradients are bit-identical.
+struct ScaleBlocks {
     scale: Vec<f32>,
 }
 
-impl ScaleSamples {
+impl ScaleBlocks {
+    /// Every block written once by its worker (no serial zero-fill first).
     fn apply(&self, x: &[f32]) -> Vec<f32> {
         let per = x.len() / self.scale.len().max(1);
-        let mut out = vec![0f32; x.len()];
-        if per > 0 {
-            out.par_chunks_mut(per).zip(x.par_chunks(per)).zip(self.scale.par_iter()).for_each(|((o, x), &s)| {
-                for (o, &v) in o.iter_mut().zip(x) {
-                    *o = v * s;
-                }
-            });
-        }
-        out
+        par_uninit(x.len(), per, |i, o| {
+            let s = self.scale[i];
+            for (o, &v) in o.iter_mut().zip(&x[i * per..(i + 1) * per]) {
+                o.write(v * s);
+            }
+        })
     }
 }
 
-impl CustomOp1 for ScaleSamples {
+impl CustomOp1 for ScaleBlocks {
     fn name(&self) -> &'static str {
         "nasflow-scale-samples"
     }
@@ -125,7 +123,7 @@ pub fn scale_leading(x: &Tensor, scale: &[f32], lead: usize) -> Result<Tensor> {
         let m = Tensor::from_vec(scale.to_vec(), shape, x.device())?.to_dtype(x.dtype())?;
         return x.broadcast_mul(&m);
     }
-    x.contiguous()?.apply_op1(ScaleSamples { scale: scale.to_vec() })
+    x.contiguous()?.apply_op1(ScaleBlocks { scale: scale.to_vec() })
 }
 
 /// dst[m x n] (row stride dst_rs) = (read_dst ? dst : 0) + lhs[m x k] * rhs[k x n], strided views.
