@@ -8,6 +8,7 @@
 //! Prints one JSON line: case, median/min ms per step, iterations, threads,
 //! peak RSS (VmHWM). Environment: RAYON_NUM_THREADS (threads), BENCH_ITERS
 //! (timed iterations; default per case kind), BENCH_WARMUP (default 2),
+//! BENCH_UNFUSED (`1`: mixed edges without the fused node, for A/B runs),
 //! BENCH_DEVICE (`cpu`, the default, or `cuda`: needs `--features cuda`; each
 //! timed step then ends with a device synchronisation).
 //!
@@ -97,6 +98,11 @@ fn main() -> Result<()> {
     });
     println!("{line}");
     Ok(())
+}
+
+/// BENCH_UNFUSED=1: mixed edges through candle's own graph (for A/B runs of the fused edge).
+fn unfused() -> bool {
+    std::env::var("BENCH_UNFUSED").is_ok_and(|v| v == "1")
 }
 
 fn case_names() -> String {
@@ -224,7 +230,8 @@ fn single_op(op: &str, rng: &mut Rng) -> Result<Step> {
 fn mixed_edge(b: usize, c: usize, hw: usize, stride: usize, rng: &mut Rng) -> Result<Step> {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, dev()?);
-    let edge = MixedOp::new(&Primitive::DARTS, c, stride, vb)?;
+    let mut edge = MixedOp::new(&Primitive::DARTS, c, stride, vb)?;
+    edge.set_fused(!unfused());
     init_pytorch_default(&vm, rng)?;
     let alpha = Var::from_tensor(&uniform(&[1, Primitive::DARTS.len()], 1e-3, rng)?)?;
     let x = Var::from_tensor(&uniform(&[b, c, hw, hw], 1.0, rng)?)?;
@@ -259,7 +266,8 @@ fn search_step(
         stem_multiplier: 3,
     };
     let primitives = Primitive::DARTS;
-    let net = SearchNetwork::new(&net_cfg, &primitives, vb)?;
+    let mut net = SearchNetwork::new(&net_cfg, &primitives, vb)?;
+    net.set_fused(!unfused());
     init_pytorch_default(&varmap, rng)?;
     let cfg = SearchConfig {
         layers,

@@ -45,6 +45,7 @@ mod blocks;
 mod primitive;
 mod init;
 mod alloc;
+pub mod tape;
 
 pub use alloc::tune_malloc;
 pub use blocks::{Conv7x1_1x7, DilConv, FactorizedReduce, ReLUConvBN, SepConv};
@@ -54,3 +55,4 @@ pub use init::{drop_path, init_pytorch_default};
 pub use kernels::pointwise::{relu_conv1x1, scale_leading};
 pub use kernels::{avg_pool2d, max_pool2d, relu, subsample};
 pub use primitive::{Op, Primitive};
+pub use tape::fused_weighted_sum;

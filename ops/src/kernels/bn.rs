@@ -145,7 +145,7 @@ pub fn bn_train(x: &Tensor, wb: Option<(&Tensor, &Tensor)>, eps: f64) -> Result<
     };
     let mean_t = Tensor::from_vec(mean.clone(), c, dev)?;
     let var_t = Tensor::from_vec(var, c, dev)?;
-    let y = x.apply_op3(&w, &b, BnTrain { mean, invstd, affine: wb.is_some(), batch_stats: true })?;
+    let y = crate::tape::apply3(&x, &w, &b, BnTrain { mean, invstd, affine: wb.is_some(), batch_stats: true })?;
     Ok((y, mean_t, var_t))
 }
 
@@ -163,5 +163,5 @@ pub fn bn_eval(x: &Tensor, wb: Option<(&Tensor, &Tensor)>, mean: &Tensor, var: &
         Some((w, b)) => (w.contiguous()?, b.contiguous()?),
         None => (Tensor::ones(c, x.dtype(), dev)?, Tensor::zeros(c, x.dtype(), dev)?),
     };
-    x.apply_op3(&w, &b, BnTrain { mean, invstd, affine: wb.is_some(), batch_stats: false })
+    crate::tape::apply3(&x, &w, &b, BnTrain { mean, invstd, affine: wb.is_some(), batch_stats: false })
 }

@@ -81,7 +81,7 @@ impl CustomOp2 for DenseConv {
         let g = PGeo::new(h, wd, k, self.s, self.p, self.d);
         let (n, kk, plane, hw) = (g.wide_len(), k * k, g.ho * g.wo, h * wd);
         let kdim = cin * kk;
-        let (need_x, need_w) = (x.track_op(), w.track_op());
+        let (need_x, need_w) = (crate::tape::needs_grad(x), crate::tape::needs_grad(w));
         let per = b.div_ceil(WGRAD_GROUPS.min(b));
         let groups = b.div_ceil(per);
         let mut part = vec![0f32; groups * cout * kdim];
@@ -154,5 +154,5 @@ pub fn conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, dilation: u
     if !(cpu_kernel_ok(x) && cpu_kernel_ok(w)) {
         return crate::reference::conv2d_candle_ext(x, w, stride, padding, dilation, 1);
     }
-    x.contiguous()?.apply_op2(&w.contiguous()?, DenseConv { s: stride, p: padding, d: dilation })
+    crate::tape::apply2(&x.contiguous()?, &w.contiguous()?, DenseConv { s: stride, p: padding, d: dilation })
 }

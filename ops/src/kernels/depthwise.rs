@@ -89,5 +89,5 @@ pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize, padding: usize, d
         let x = if relu { x.relu()? } else { x.clone() };
         return crate::reference::depthwise_conv2d(&x, w, stride, padding, dilation);
     }
-    x.contiguous()?.apply_op2(&w.contiguous()?, DwConv { s: stride, p: padding, d: dilation, relu })
+    crate::tape::apply2(&x.contiguous()?, &w.contiguous()?, DwConv { s: stride, p: padding, d: dilation, relu })
 }

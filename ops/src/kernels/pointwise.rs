@@ -69,7 +69,7 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
     if !kernel_ok(x) {
         return x.relu();
     }
-    x.contiguous()?.apply_op1(Relu)
+    crate::tape::apply1(&x.contiguous()?, Relu)
 }
 
 /// y = x · scale[block] over equal contiguous blocks (samples or planes): a dropout mask as the
@@ -123,7 +123,7 @@ pub fn scale_leading(x: &Tensor, scale: &[f32], lead: usize) -> Result<Tensor> {
         let m = Tensor::from_vec(scale.to_vec(), shape, x.device())?.to_dtype(x.dtype())?;
         return x.broadcast_mul(&m);
     }
-    x.contiguous()?.apply_op1(ScaleBlocks { scale: scale.to_vec() })
+    crate::tape::apply1(&x.contiguous()?, ScaleBlocks { scale: scale.to_vec() })
 }
 
 /// dst[m x n] (row stride dst_rs) = (read_dst ? dst : 0) + lhs[m x k] * rhs[k x n], strided views.
@@ -240,7 +240,7 @@ impl CustomOp2 for Conv1x1 {
         let hw = h * wd;
         let groups = WGRAD_GROUPS.min(b);
         let per = b.div_ceil(groups);
-        let need_x = x.track_op();
+        let need_x = crate::tape::needs_grad(x);
         let (gx, gw) = with_slice(x, |xs| {
             with_slice(grad, |gs| {
                 with_slice(w, |wt| {
@@ -293,7 +293,7 @@ pub fn conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if !(cpu_kernel_ok(x) && cpu_kernel_ok(w)) {
         return crate::reference::conv1x1(x, w, 1);
     }
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv1x1 { relu: false })
+    crate::tape::apply2(&x.contiguous()?, &w.contiguous()?, Conv1x1 { relu: false })
 }
 
 /// `conv1x1(relu(x), w)` with the ReLU fused into the op (ReLUConvBN's stride-1 case, e.g. every
@@ -302,5 +302,5 @@ pub fn relu_conv1x1(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     if !(cpu_kernel_ok(x) && cpu_kernel_ok(w)) {
         return crate::reference::conv1x1(&x.relu()?, w, 1);
     }
-    x.contiguous()?.apply_op2(&w.contiguous()?, Conv1x1 { relu: true })
+    crate::tape::apply2(&x.contiguous()?, &w.contiguous()?, Conv1x1 { relu: true })
 }

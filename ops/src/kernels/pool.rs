@@ -218,14 +218,14 @@ pub fn max_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize) -> R
     if !kernel_ok(x) {
         return crate::reference::max_pool2d(x, kernel, stride, padding);
     }
-    x.contiguous()?.apply_op1(MaxPool { k: kernel, s: stride, p: padding })
+    crate::tape::apply1(&x.contiguous()?, MaxPool { k: kernel, s: stride, p: padding })
 }
 
 pub fn avg_pool2d(x: &Tensor, kernel: usize, stride: usize, padding: usize, count_include_pad: bool) -> Result<Tensor> {
     if !kernel_ok(x) {
         return crate::reference::avg_pool2d(x, kernel, stride, padding, count_include_pad);
     }
-    x.contiguous()?.apply_op1(AvgPool { k: kernel, s: stride, p: padding, cip: count_include_pad })
+    crate::tape::apply1(&x.contiguous()?, AvgPool { k: kernel, s: stride, p: padding, cip: count_include_pad })
 }
 
 /// x[:, :, h0::sh, w0::sw], then ReLU when `relu`.
@@ -242,5 +242,5 @@ pub fn subsample_ext(x: &Tensor, sh: usize, sw: usize, h0: usize, w0: usize, rel
     if sh == 1 && sw == 1 && h0 == 0 && w0 == 0 {
         return if relu { super::pointwise::relu(x) } else { Ok(x.clone()) };
     }
-    x.contiguous()?.apply_op1(Subsample { sh, sw, h0, w0, relu })
+    crate::tape::apply1(&x.contiguous()?, Subsample { sh, sw, h0, w0, relu })
 }

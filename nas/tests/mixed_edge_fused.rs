@@ -1,0 +1,100 @@
+//! The fused training forward of a mixed edge (one autograd node whose backward runs the
+//! candidates' kernels on nasflow-ops' own tape) against candle's own graph of the same ops:
+//! same output, same gradients for x, for the mixing weights and for every op weight, for all
+//! eight DARTS ops at stride 1 and 2 (FactorizedReduce), and for a subset without weights.
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use nasflow_nas::darts::model_search::MixedOp;
+use nasflow_nas::rng::rng_for;
+use nasflow_ops::{init_pytorch_default, Primitive};
+use rand::Rng as _;
+
+fn uniform(shape: &[usize], rng: &mut nasflow_nas::rng::Rng) -> Tensor {
+    let n = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs() / scale).fold(0f32, f32::max)
+}
+
+struct Run {
+    y: Tensor,
+    gx: Tensor,
+    gw: Tensor,
+    gvars: Vec<(String, Tensor)>,
+}
+
+fn run(edge: &MixedOp, vm: &VarMap, x: &Var, w: &Var, r: &Tensor) -> Run {
+    let y = edge.forward_t(x.as_tensor(), w.as_tensor(), true).unwrap();
+    // a random projection, so every output element's gradient differs
+    let loss = (&y * r).unwrap().sum_all().unwrap();
+    let grads = loss.backward().unwrap();
+    let mut gvars: Vec<(String, Tensor)> = vm
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| !name.contains("running"))
+        .map(|(name, v)| (name.clone(), grads.get(v.as_tensor()).cloned().unwrap_or_else(|| panic!("no gradient for {name}"))))
+        .collect();
+    gvars.sort_by(|a, b| a.0.cmp(&b.0));
+    Run { y, gx: grads.get(x.as_tensor()).unwrap().clone(), gw: grads.get(w.as_tensor()).unwrap().clone(), gvars }
+}
+
+fn check(primitives: &[Primitive], stride: usize, hw: usize) {
+    let mut rng = rng_for(7, stride as u64);
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let (b, c) = (3, 4);
+    let mut edge = MixedOp::new(primitives, c, stride, vb).unwrap();
+    init_pytorch_default(&vm, &mut rng).unwrap();
+    let x = Var::from_tensor(&uniform(&[b, c, hw, hw], &mut rng)).unwrap();
+    let w = Var::from_tensor(&uniform(&[primitives.len()], &mut rng)).unwrap();
+    let ho = hw.div_ceil(stride);
+    let r = uniform(&[b, c, ho, ho], &mut rng);
+
+    let fused = run(&edge, &vm, &x, &w, &r);
+    edge.set_fused(false);
+    let plain = run(&edge, &vm, &x, &w, &r);
+
+    let what = format!("{primitives:?} stride {stride} {hw}x{hw}");
+    assert!(max_rel_diff(&fused.y, &plain.y) < 1e-5, "{what}: outputs differ");
+    assert!(max_rel_diff(&fused.gx, &plain.gx) < 1e-4, "{what}: dx differs by {}", max_rel_diff(&fused.gx, &plain.gx));
+    assert!(max_rel_diff(&fused.gw, &plain.gw) < 1e-4, "{what}: dw differs: {} vs {}", fused.gw, plain.gw);
+    assert_eq!(fused.gvars.len(), plain.gvars.len());
+    assert!(!fused.gvars.is_empty() || primitives.iter().all(|p| matches!(p, Primitive::None | Primitive::MaxPool3x3 | Primitive::AvgPool3x3 | Primitive::SkipConnect)));
+    for ((name, a), (_, p)) in fused.gvars.iter().zip(&plain.gvars) {
+        let d = max_rel_diff(a, p);
+        assert!(d < 1e-4, "{what}: gradient of {name} differs by {d}");
+        assert!(a.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0, "{what}: gradient of {name} is all zero");
+    }
+}
+
+#[test]
+fn all_darts_ops_stride_1() {
+    check(&Primitive::DARTS, 1, 8);
+}
+
+#[test]
+fn all_darts_ops_stride_2() {
+    check(&Primitive::DARTS, 2, 8);
+    check(&Primitive::DARTS, 2, 6);
+}
+
+#[test]
+fn ops_without_weights() {
+    // pools and identity only: the fused node has no op weights to pass on
+    check(&[Primitive::None, Primitive::MaxPool3x3, Primitive::AvgPool3x3, Primitive::SkipConnect], 1, 6);
+}
+
+#[test]
+fn sep_conv_7x7_too() {
+    check(&[Primitive::SepConv7x7, Primitive::SkipConnect], 1, 8);
+}
