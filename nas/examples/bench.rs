@@ -8,7 +8,7 @@
 //! Prints one JSON line: case, median/min ms per step, iterations, threads,
 //! peak RSS (VmHWM). Environment: RAYON_NUM_THREADS (threads), BENCH_ITERS
 //! (timed iterations; default per case kind), BENCH_WARMUP (default 2),
-//! BENCH_UNFUSED (`1`: mixed edges without the fused node, for A/B runs),
+//! BENCH_UNFUSED (`1`: mixed edges and eval cells in candle's graph, for A/B runs),
 //! BENCH_DEVICE (`cpu`, the default, or `cuda`: needs `--features cuda`; each
 //! timed step then ends with a device synchronisation).
 //!
@@ -100,7 +100,7 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// BENCH_UNFUSED=1: mixed edges through candle's own graph (for A/B runs of the fused edge).
+/// BENCH_UNFUSED=1: mixed edges and eval cells through candle's own graph (A/B runs of the fused nodes).
 fn unfused() -> bool {
     std::env::var("BENCH_UNFUSED").is_ok_and(|v| v == "1")
 }
@@ -320,7 +320,8 @@ fn eval_step(rng: &mut Rng) -> Result<Step> {
         stem_multiplier: 3,
     };
     let genotype = builtin("DARTS_V2").context("the built-in DARTS_V2 genotype")?;
-    let net = EvalNetwork::new(&cfg, &genotype, vb)?;
+    let mut net = EvalNetwork::new(&cfg, &genotype, vb)?;
+    net.set_fused(!unfused());
     init_pytorch_default(&varmap, rng)?;
     let weights = trainable_vars(&varmap);
     let mut sgd = Sgd::new(weights.clone(), 0.025, 0.9, 3e-4);

@@ -97,7 +97,8 @@ pub fn run_cell(edges: &[EdgeSpec], nodes: usize, mut states: Vec<Tensor>, mut e
             let y = edge(e, x)?;
             sum = Some(match sum {
                 None => y,
-                Some(s) => (s + y)?,
+                // recordable: inside a fused cell the sum is on nasflow-ops' tape
+                Some(s) => nasflow_ops::tape::add(&s, &y)?,
             });
         }
         match sum {

@@ -98,3 +98,62 @@ fn ops_without_weights() {
 fn sep_conv_7x7_too() {
     check(&[Primitive::SepConv7x7, Primitive::SkipConnect], 1, 8);
 }
+
+/// The whole supernet with fused cells against candle's graph: logits, running statistics,
+/// and the gradients of every weight and of both α matrices (through softmax), with and without
+/// SNAS's per-edge drop path (same seeded masks).
+fn check_network(drop_prob: f32) {
+    use nasflow_nas::darts::model_search::{EdgeDropPath, SearchNetConfig, SearchNetwork};
+    let cfg = SearchNetConfig { in_channels: 1, num_classes: 5, init_channels: 4, layers: 3, steps: 4, multiplier: 4, stem_multiplier: 3 };
+    let mut rng = rng_for(3, 3);
+    let x = uniform(&[3, 1, 12, 12], &mut rng);
+    let an = uniform(&[14, 8], &mut rng);
+    let ar = uniform(&[14, 8], &mut rng);
+    let run = |fused: bool| {
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let mut net = SearchNetwork::new(&cfg, &Primitive::DARTS, vb).unwrap();
+        net.set_fused(fused);
+        init_pytorch_default(&vm, &mut rng_for(0, 1)).unwrap();
+        let (an, ar) = (Var::from_tensor(&an).unwrap(), Var::from_tensor(&ar).unwrap());
+        let wn = candle_nn::ops::softmax(an.as_tensor(), candle_core::D::Minus1).unwrap();
+        let wr = candle_nn::ops::softmax(ar.as_tensor(), candle_core::D::Minus1).unwrap();
+        let mut drop_rng = rng_for(5, 5);
+        let mut drop = EdgeDropPath { prob: drop_prob, rng: &mut drop_rng };
+        let logits = net.forward_drop_path(&x, &wn, &wr, true, (drop_prob > 0.0).then_some(&mut drop)).unwrap();
+        let r = uniform(logits.dims(), &mut rng_for(9, 9));
+        let grads = (&logits * &r).unwrap().sum_all().unwrap().backward().unwrap();
+        let mut out = vec![("logits".to_string(), logits.clone())];
+        out.push(("grad alpha_normal".into(), grads.get(an.as_tensor()).unwrap().clone()));
+        out.push(("grad alpha_reduce".into(), grads.get(ar.as_tensor()).unwrap().clone()));
+        let data = vm.data().lock().unwrap();
+        let mut names: Vec<&String> = data.keys().collect();
+        names.sort();
+        for name in names {
+            let t = data[name].as_tensor();
+            if name.contains("running") {
+                out.push((name.clone(), t.copy().unwrap()));
+            } else {
+                let g = grads.get(t).unwrap_or_else(|| panic!("no gradient for {name}"));
+                out.push((format!("grad {name}"), g.clone()));
+            }
+        }
+        out
+    };
+    let (fused, plain) = (run(true), run(false));
+    assert_eq!(fused.len(), plain.len());
+    for ((name, a), (_, p)) in fused.iter().zip(&plain) {
+        let d = max_rel_diff(a, p);
+        assert!(d < 2e-4, "supernet (drop path {drop_prob}): {name} differs by {d}");
+    }
+}
+
+#[test]
+fn whole_supernet_darts() {
+    check_network(0.0);
+}
+
+#[test]
+fn whole_supernet_snas_drop_path() {
+    check_network(0.3);
+}

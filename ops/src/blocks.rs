@@ -81,7 +81,7 @@ impl ModuleT for FactorizedReduce {
         if a.dims() != b.dims() {
             bail!("FactorizedReduce: odd spatial size {:?} gives branches {:?} and {:?}", x.dims(), a.dims(), b.dims());
         }
-        let y = crate::tape::cat_channels(&a, &b)?;
+        let y = crate::tape::cat_channels(&[&a, &b])?;
         self.bn.forward_t(&y, train)
     }
 }

@@ -55,4 +55,4 @@ pub use init::{drop_path, init_pytorch_default};
 pub use kernels::pointwise::{relu_conv1x1, scale_leading};
 pub use kernels::{avg_pool2d, max_pool2d, relu, subsample};
 pub use primitive::{Op, Primitive};
-pub use tape::fused_weighted_sum;
+pub use tape::fused;

@@ -6,7 +6,7 @@
 use anyhow::{bail, Context};
 use candle_core::{Result, Tensor, D};
 use candle_nn::{Linear, Module, ModuleT, VarBuilder};
-use nasflow_ops::{avg_pool2d, conv2d, drop_path, BatchNorm, Op, Primitive};
+use nasflow_ops::{avg_pool2d, conv2d, drop_path, tape, BatchNorm, Op, Primitive};
 use rand::Rng as _;
 
 use super::model_search::{is_reduction, Classifier, Preprocess, Stem};
@@ -57,6 +57,8 @@ struct EvalCell {
     nodes: Vec<Vec<EvalEdge>>,
     concat: Vec<usize>,
     c: usize,
+    /// Training forward as one fused node (see `forward_t`).
+    fused: bool,
 }
 
 impl EvalCell {
@@ -105,21 +107,42 @@ impl EvalCell {
             }
             nodes.push(edges);
         }
-        Ok(Self {
+        let mut cell = Self {
             reduction,
             pre0,
             pre1,
             nodes,
             concat: genotype_cell.concat.clone(),
             c,
-        })
+            fused: false,
+        };
+        cell.set_fused(true);
+        Ok(cell)
     }
 
     fn out_channels(&self) -> usize {
         self.concat.len() * self.c
     }
 
+    /// Training on the CPU runs the whole cell as one fused autograd node
+    /// (`nasflow_ops::fused`: the cell's own backward on nasflow-ops' tape,
+    /// without candle's per-node gradient buffers).
     fn forward_t(
+        &self,
+        s0: &Tensor,
+        s1: &Tensor,
+        train: bool,
+        drop_prob: f32,
+        rng: &mut crate::rng::Rng,
+    ) -> Result<Tensor> {
+        if train && self.fused {
+            nasflow_ops::fused(&[s0, s1], |v| self.body(&v[0], &v[1], train, drop_prob, rng))
+        } else {
+            self.body(s0, s1, train, drop_prob, rng)
+        }
+    }
+
+    fn body(
         &self,
         s0: &Tensor,
         s1: &Tensor,
@@ -144,7 +167,7 @@ impl EvalCell {
                 }
                 sum = Some(match sum {
                     None => y,
-                    Some(s) => (s + y)?,
+                    Some(s) => tape::add(&s, &y)?,
                 });
             }
             let value = match sum {
@@ -155,7 +178,14 @@ impl EvalCell {
             states.push(value);
         }
         let outputs: Vec<&Tensor> = self.concat.iter().map(|&i| &states[i]).collect();
-        Tensor::cat(&outputs, 1)
+        tape::cat_channels(&outputs)
+    }
+
+    /// Fused cells on (the default where every op can be recorded) or off:
+    /// for tests and benchmarks that compare with candle's own graph.
+    fn set_fused(&mut self, on: bool) {
+        let recordable = self.nodes.iter().flatten().all(|e| e.op.as_ref().is_none_or(|op| op.primitive() != Primitive::Conv7x1_1x7));
+        self.fused = on && recordable;
     }
 
     /// Zeros shaped like this cell's nodes, from the preprocessed input h0:
@@ -310,6 +340,13 @@ pub struct EvalNetwork {
 }
 
 impl EvalNetwork {
+    /// Fused cells on (the default) or off, see `EvalCell::forward_t`.
+    pub fn set_fused(&mut self, on: bool) {
+        for cell in &mut self.cells {
+            cell.set_fused(on);
+        }
+    }
+
     /// Var names: `stem.{conv,bn}`, `cells.{i}.preprocess{0,1}`,
     /// `cells.{i}.nodes.{n}.edges.{k}`, `auxiliary.*`, `classifier`.
     pub fn new(cfg: &EvalNetConfig, genotype: &Genotype, vb: VarBuilder) -> anyhow::Result<Self> {

@@ -10,6 +10,7 @@
 
 use candle_core::{bail, Result, Tensor, D};
 use candle_nn::{Linear, Module, ModuleT, VarBuilder};
+use nasflow_ops::tape::weighted_sum;
 use nasflow_ops::{conv2d, drop_path, BatchNorm, FactorizedReduce, Op, Primitive, ReLUConvBN};
 use rand::Rng as _;
 
@@ -205,21 +206,28 @@ impl MixedOp {
     /// `w` is this edge's row of mixing weights, shape [num_primitives].
     ///
     /// Training (CPU): one fused node whose backward runs the candidates'
-    /// kernels on a local tape, so candle's gradient store neither zero-fills
-    /// nor sums a buffer per intermediate, and x's seven gradient
-    /// contributions are summed in place. Otherwise the weighted sum is one
-    /// [1,K] x [K,N] matmul over the stacked op outputs (1.6x faster than K
-    /// scaled adds for K=7 on [32,8,28,28]).
+    /// kernels on nasflow-ops' tape, so candle's gradient store neither
+    /// zero-fills nor sums a buffer per intermediate, and x's seven gradient
+    /// contributions are summed in place. (Inside a search cell the whole
+    /// cell is the fused node, see `SearchCell::forward_t`.)
     pub fn forward_t(&self, x: &Tensor, w: &Tensor, train: bool) -> Result<Tensor> {
-        let w = w.index_select(&self.columns, 0)?;
+        let w = self.select(w)?;
+        let run = |v: &[Tensor]| self.forward_selected(&v[0], &v[1], train);
         if train && self.fused {
-            return nasflow_ops::fused_weighted_sum(x, &w, |x| self.candidate_outputs(x, train));
+            nasflow_ops::fused(&[x, &w], run)
+        } else {
+            run(&[x.clone(), w])
         }
-        let outputs = self.candidate_outputs(x, train)?;
-        let k = outputs.len();
-        let shape = outputs[0].shape().clone();
-        let stacked = Tensor::stack(&outputs, 0)?.reshape((k, shape.elem_count()))?;
-        w.reshape((1, k))?.matmul(&stacked)?.reshape(shape)
+    }
+
+    /// The weights of the built candidates (`none` left out) from a full row.
+    fn select(&self, w: &Tensor) -> Result<Tensor> {
+        w.index_select(&self.columns, 0)
+    }
+
+    /// The weighted sum, given the selected weights (recordable on the tape).
+    fn forward_selected(&self, x: &Tensor, w: &Tensor, train: bool) -> Result<Tensor> {
+        weighted_sum(&self.candidate_outputs(x, train)?, w)
     }
 }
 
@@ -269,23 +277,49 @@ impl SearchCell {
         })
     }
 
+    /// Training on the CPU runs the whole cell (preprocessing, every mixed
+    /// edge, node sums, concat) as one fused autograd node whose backward
+    /// runs on nasflow-ops' tape; the mixing weights enter as one selected
+    /// row per edge, so they get their gradients too.
     fn forward_t(
         &self,
         s0: &Tensor,
         s1: &Tensor,
         weights: &Tensor,
         train: bool,
+        drop: Option<&mut EdgeDropPath>,
+    ) -> Result<Tensor> {
+        let rows: Vec<Tensor> = (0..self.edges.len())
+            .map(|e| self.edges[e].select(&weights.get(e)?))
+            .collect::<Result<_>>()?;
+        let fused = train && self.edges.iter().all(|e| e.fused);
+        if !fused {
+            return self.body(s0, s1, &rows, train, drop);
+        }
+        let mut inputs = vec![s0, s1];
+        inputs.extend(rows.iter());
+        nasflow_ops::fused(&inputs, |v| self.body(&v[0], &v[1], &v[2..], train, drop))
+    }
+
+    /// The cell from its inputs and each edge's selected mixing weights.
+    fn body(
+        &self,
+        s0: &Tensor,
+        s1: &Tensor,
+        rows: &[Tensor],
+        train: bool,
         mut drop: Option<&mut EdgeDropPath>,
     ) -> Result<Tensor> {
         let inputs = vec![self.pre0.forward_t(s0, train)?, self.pre1.forward_t(s1, train)?];
         let states = run_cell(&self.specs, self.nodes, inputs, |e, x| {
-            let y = self.edges[e].forward_t(x, &weights.get(e)?, train)?;
+            let y = self.edges[e].forward_selected(x, &rows[e], train)?;
             match drop.as_deref_mut() {
                 Some(d) if train && d.prob > 0.0 => d.apply(&y),
                 _ => Ok(y),
             }
         })?;
-        Tensor::cat(&states[states.len() - self.multiplier..], 1)
+        let outputs: Vec<&Tensor> = states[states.len() - self.multiplier..].iter().collect();
+        nasflow_ops::tape::cat_channels(&outputs)
     }
 }
 
