@@ -22,6 +22,15 @@
 //! On other devices or dtypes every function falls back to a composition of candle's stock ops
 //! ([`mod@reference`]), which is differentiable but slow.
 //!
+//! # Fused nodes ([`mod@tape`])
+//! candle's backward gives every graph node a zero-filled gradient buffer and sums each
+//! contribution into a fresh tensor. [`fused`] runs a composition of this crate's ops (a DARTS
+//! mixed edge, a whole search or evaluation cell) as *one* candle node: inside, the ops are
+//! recorded on a small tape of our own, whose backward calls the same kernels' backward and sums
+//! gradients without zero-filling (in place from the third contribution on). Values and
+//! gradients equal candle's graph up to float summation order (tested on the edge, both cells
+//! and the whole supernet). CPU f32 only; elsewhere `fused` runs the composition in candle's graph.
+//!
 //! # CUDA (feature `cuda`)
 //! With the `cuda` feature, f32 tensors on a CUDA device use CUDA kernels (`ops/cuda/*.cu`,
 //! compiled to PTX by `build.rs` with nvcc) for the depthwise conv, the pools, subsample, ReLU and
