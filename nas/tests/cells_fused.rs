@@ -11,20 +11,11 @@ use nasflow_nas::genotype::{builtin, Cell, Edge, Genotype};
 use nasflow_nas::params::trainable_vars;
 use nasflow_nas::rng::rng_for;
 use nasflow_ops::init_pytorch_default;
-use rand::Rng as _;
+mod common;
+use common::{max_rel_diff, uniform};
 
 fn input(shape: &[usize], seed: u64) -> Tensor {
-    let mut rng = rng_for(seed, 9);
-    let v: Vec<f32> = (0..shape.iter().product()).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs() / scale).fold(0f32, f32::max)
+    uniform(shape, &mut rng_for(seed, 9))
 }
 
 /// Logits, aux logits, running stats and trainable-var gradients (by name) of one step.

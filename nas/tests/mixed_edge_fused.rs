@@ -8,21 +8,8 @@ use candle_nn::{VarBuilder, VarMap};
 use nasflow_nas::darts::model_search::MixedOp;
 use nasflow_nas::rng::rng_for;
 use nasflow_ops::{init_pytorch_default, Primitive};
-use rand::Rng as _;
-
-fn uniform(shape: &[usize], rng: &mut nasflow_nas::rng::Rng) -> Tensor {
-    let n = shape.iter().product();
-    let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
-}
-
-fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
-    a.iter().zip(&b).map(|(x, y)| (x - y).abs() / scale).fold(0f32, f32::max)
-}
+mod common;
+use common::{max_rel_diff, uniform};
 
 struct Run {
     y: Tensor,

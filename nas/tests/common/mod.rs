@@ -1,7 +1,9 @@
-//! Tiny synthetic data for the training and search tests.
+//! Tiny synthetic data for the training and search tests, and helpers to compare tensors.
 #![allow(dead_code)]
 
+use candle_core::{Device, Tensor};
 use nasflow_nas::data::{DataSplits, Dataset};
+use rand::Rng as _;
 
 /// 3x8x8 images of 4 classes whose class shows in their brightness, so there
 /// is something to learn; `seed` varies the noise.
@@ -21,4 +23,20 @@ pub fn dataset(n: usize, seed: usize) -> Dataset {
 
 pub fn splits(train: usize, test: usize) -> DataSplits {
     DataSplits { train: dataset(train, 1), test: dataset(test, 2) }
+}
+
+/// Uniform(-1, 1) values of the given shape from `rng`.
+pub fn uniform(shape: &[usize], rng: &mut nasflow_nas::rng::Rng) -> Tensor {
+    let n = shape.iter().product();
+    let v: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+}
+
+/// The largest |a - b| over the largest |a| (at least 1e-6).
+pub fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+    a.iter().zip(&b).map(|(x, y)| (x - y).abs() / scale).fold(0f32, f32::max)
 }
