@@ -142,6 +142,12 @@ impl Op {
         matches!(self.kind, OpKind::Identity)
     }
 
+    /// True if the op can run inside a fused node on the tape ([`crate::fused`]): every op but
+    /// `conv_7x1_1x7`, whose non-square convs are candle's own.
+    pub fn recordable(&self) -> bool {
+        !matches!(self.kind, OpKind::Conv7x1_1x7(_))
+    }
+
     /// True for `none` (its output is all zeros and carries no gradient).
     pub fn is_zero(&self) -> bool {
         matches!(self.kind, OpKind::Zero { .. })

@@ -184,7 +184,7 @@ impl EvalCell {
     /// Fused cells on (the default where every op can be recorded) or off:
     /// for tests and benchmarks that compare with candle's own graph.
     fn set_fused(&mut self, on: bool) {
-        let recordable = self.nodes.iter().flatten().all(|e| e.op.as_ref().is_none_or(|op| op.primitive() != Primitive::Conv7x1_1x7));
+        let recordable = self.nodes.iter().flatten().all(|e| e.op.as_ref().is_none_or(Op::recordable));
         self.fused = on && recordable;
     }
 

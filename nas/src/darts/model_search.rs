@@ -147,7 +147,7 @@ pub struct MixedOp {
     /// Column of each candidate in the mixing-weight matrix (u32, for index_select).
     columns: Tensor,
     /// Training forward as one autograd node with its own backward
-    /// (`nasflow_ops::fused_weighted_sum`); on unless an op cannot be recorded.
+    /// (`nasflow_ops::fused`); on unless an op cannot be recorded.
     fused: bool,
 }
 
@@ -172,8 +172,7 @@ impl MixedOp {
             columns.push(column as u32);
         }
         let columns = Tensor::new(columns.as_slice(), vb.device())?;
-        // conv_7x1_1x7 uses candle's own conv, which the tape cannot record
-        let fused = !primitives.contains(&Primitive::Conv7x1_1x7);
+        let fused = candidates.iter().all(|c| c.op.recordable());
         Ok(Self {
             candidates,
             columns,
@@ -184,7 +183,7 @@ impl MixedOp {
     /// Turns the fused training forward off (or back on where possible):
     /// for tests and benchmarks that compare it with candle's own graph.
     pub fn set_fused(&mut self, on: bool) {
-        self.fused = on && !self.candidates.iter().any(|c| c.op.primitive() == Primitive::Conv7x1_1x7);
+        self.fused = on && self.candidates.iter().all(|c| c.op.recordable());
     }
 
     fn candidate_outputs(&self, x: &Tensor, train: bool) -> Result<Vec<Tensor>> {
