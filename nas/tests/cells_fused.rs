@@ -90,3 +90,16 @@ fn none_edges_and_several_ops_per_input() {
     let g = Genotype { normal: cell.clone(), reduce: cell };
     check(&g, EvalOptions::default(), 1, 12, 3);
 }
+
+#[test]
+fn cells_with_conv_7x1_1x7_fall_back_to_candles_graph() {
+    // conv_7x1_1x7 uses candle's own conv, which the tape cannot record: such a cell must not
+    // be fused (a recorded cell would lose the gradient through it)
+    let e = |op: &str, input: usize| Edge { op: op.into(), input };
+    let cell = Cell {
+        nodes: vec![vec![e("conv_7x1_1x7", 0), e("sep_conv_3x3", 1)], vec![e("conv_7x1_1x7", 2), e("skip_connect", 0)]],
+        concat: vec![2, 3],
+    };
+    let g = Genotype { normal: cell.clone(), reduce: cell };
+    check(&g, EvalOptions::default(), 1, 12, 3);
+}
