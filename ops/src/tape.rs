@@ -150,11 +150,10 @@ impl NativeOp for Add {
 
 /// `Tensor::cat(xs, 1)` for NCHW tensors, recordable: FactorizedReduce's halves, a cell's output.
 pub fn cat_channels(xs: &[&Tensor]) -> Result<Tensor> {
-    if !recording() {
-        return Tensor::cat(xs, 1);
-    }
     let res = Tensor::cat(xs, 1)?;
-    push_native(CatChannels, xs, &res);
+    if recording() {
+        push_native(CatChannels, xs, &res);
+    }
     Ok(res)
 }
 
@@ -283,34 +282,21 @@ impl Tape {
             let Some(g) = grads.0.remove(&node.res_id).map(|a| a.t) else { continue };
             let a = &node.args;
             let res = || node.res.as_ref().ok_or_else(|| candle_core::Error::Msg("tape: result of a custom op not kept".into()));
-            match &node.op {
-                NodeOp::One(op) => {
-                    if let Some(ga) = op.bwd(&a[0], res()?, &g)? {
-                        grads.add(&a[0], ga)?;
-                    }
-                }
+            let per_arg: Vec<Option<Tensor>> = match &node.op {
+                NodeOp::One(op) => vec![op.bwd(&a[0], res()?, &g)?],
                 NodeOp::Two(op) => {
                     let (g0, g1) = op.bwd(&a[0], &a[1], res()?, &g)?;
-                    for (arg, ga) in a.iter().zip([g0, g1]) {
-                        if let Some(ga) = ga {
-                            grads.add(arg, ga)?;
-                        }
-                    }
-                }
-                NodeOp::Native(op) => {
-                    for (arg, ga) in a.iter().zip(op.bwd(a, &g)?) {
-                        if let Some(ga) = ga {
-                            grads.add(arg, ga)?;
-                        }
-                    }
+                    vec![g0, g1]
                 }
                 NodeOp::Three(op) => {
                     let (g0, g1, g2) = op.bwd(&a[0], &a[1], &a[2], res()?, &g)?;
-                    for (arg, ga) in a.iter().zip([g0, g1, g2]) {
-                        if let Some(ga) = ga {
-                            grads.add(arg, ga)?;
-                        }
-                    }
+                    vec![g0, g1, g2]
+                }
+                NodeOp::Native(op) => op.bwd(a, &g)?,
+            };
+            for (arg, ga) in a.iter().zip(per_arg) {
+                if let Some(ga) = ga {
+                    grads.add(arg, ga)?;
                 }
             }
         }
